@@ -1,0 +1,218 @@
+//! One user's inbox: what is addressed to them (`herald.inbox`), what they
+//! have read, and the writes clients make to it.
+
+use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::wire::{ListedNotification, Notification};
+
+/// Whose inbox: the user and the rooms their notifications come through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Inbox {
+    pub user_id: Uuid,
+    pub sector_id: Option<Uuid>,
+    pub is_admin: bool,
+}
+
+/// A notification of the pending push, with its creation event's id.
+#[derive(Debug, Clone)]
+pub struct Unread {
+    pub notification: Notification,
+    pub event_id: Option<i64>,
+}
+
+/// A page of `notifications.list`.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub items: Vec<ListedNotification>,
+    /// The keyset cursor of the last item, when more items follow.
+    pub next: Option<(i64, Uuid)>,
+}
+
+fn notification(row: &Row) -> Result<Notification, tokio_postgres::Error> {
+    Ok(Notification {
+        id: row.try_get("id")?,
+        audience: row.try_get("audience")?,
+        kind: row.try_get("kind")?,
+        importance: row.try_get("importance")?,
+        title: row.try_get("title")?,
+        message: row.try_get("message")?,
+        action_url: row.try_get("action_url")?,
+        data: row.try_get("data")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+    })
+}
+
+impl Inbox {
+    /// The newest unread notifications, at most `limit`.
+    #[tracing::instrument(skip_all, fields(user.id = %self.user_id))]
+    pub async fn unread(
+        &self,
+        client: &impl GenericClient,
+        limit: u32,
+    ) -> Result<Vec<Unread>, tokio_postgres::Error> {
+        let statement = client
+            .prepare_cached(include_str!("../../sql/inbox_unread.sql"))
+            .await?;
+        let rows = client
+            .query(
+                &statement,
+                &[
+                    &self.user_id,
+                    &self.sector_id,
+                    &self.is_admin,
+                    &i64::from(limit),
+                ],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Unread {
+                    notification: notification(row)?,
+                    event_id: row.try_get("event_id")?,
+                })
+            })
+            .collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(user.id = %self.user_id))]
+    pub async fn unread_count(
+        &self,
+        client: &impl GenericClient,
+    ) -> Result<i64, tokio_postgres::Error> {
+        let statement = client
+            .prepare_cached(include_str!("../../sql/inbox_unread_count.sql"))
+            .await?;
+        client
+            .query_one(
+                &statement,
+                &[&self.user_id, &self.sector_id, &self.is_admin],
+            )
+            .await?
+            .try_get(0)
+    }
+
+    /// One page, newest first, after `before` (a previous page's cursor).
+    #[tracing::instrument(skip_all, fields(user.id = %self.user_id))]
+    pub async fn list(
+        &self,
+        client: &impl GenericClient,
+        before: Option<(i64, Uuid)>,
+        limit: u32,
+        unread_only: bool,
+    ) -> Result<Page, tokio_postgres::Error> {
+        let statement = client
+            .prepare_cached(include_str!("../../sql/inbox_list.sql"))
+            .await?;
+        let (cursor_us, cursor_id) = before.unzip();
+        // One row more than asked tells whether another page follows.
+        let rows = client
+            .query(
+                &statement,
+                &[
+                    &self.user_id,
+                    &self.sector_id,
+                    &self.is_admin,
+                    &cursor_us,
+                    &cursor_id,
+                    &unread_only,
+                    &(i64::from(limit) + 1),
+                ],
+            )
+            .await?;
+        let more = rows.len() > limit as usize;
+        let mut items = Vec::with_capacity(rows.len().min(limit as usize));
+        let mut next = None;
+        for row in rows.iter().take(limit as usize) {
+            let item = ListedNotification {
+                notification: notification(row)?,
+                read_at: row.try_get("read_at")?,
+            };
+            next = Some((row.try_get("cursor_us")?, item.notification.id));
+            items.push(item);
+        }
+        Ok(Page {
+            items,
+            next: if more { next } else { None },
+        })
+    }
+
+    /// Marks one notification read. `None`: it is not in this inbox.
+    /// Otherwise the time it was (first) read.
+    #[tracing::instrument(skip_all, fields(user.id = %self.user_id, notification.id = %id))]
+    pub async fn mark_read(
+        &self,
+        client: &impl GenericClient,
+        id: Uuid,
+    ) -> Result<Option<String>, tokio_postgres::Error> {
+        let statement = client
+            .prepare_cached(include_str!("../../sql/inbox_mark_read.sql"))
+            .await?;
+        client
+            .query_opt(
+                &statement,
+                &[&self.user_id, &self.sector_id, &self.is_admin, &id],
+            )
+            .await?
+            .map(|row| row.try_get("read_at"))
+            .transpose()
+    }
+
+    /// Marks everything unread read; how many became read.
+    #[tracing::instrument(skip_all, fields(user.id = %self.user_id))]
+    pub async fn mark_all_read(
+        &self,
+        client: &impl GenericClient,
+    ) -> Result<u64, tokio_postgres::Error> {
+        let statement = client
+            .prepare_cached(include_str!("../../sql/inbox_mark_all_read.sql"))
+            .await?;
+        client
+            .execute(
+                &statement,
+                &[&self.user_id, &self.sector_id, &self.is_admin],
+            )
+            .await
+    }
+
+    /// Records the client's acknowledgement; false: not in this inbox.
+    #[tracing::instrument(skip_all, fields(user.id = %self.user_id, notification.id = %id))]
+    pub async fn mark_delivered(
+        &self,
+        client: &impl GenericClient,
+        id: Uuid,
+    ) -> Result<bool, tokio_postgres::Error> {
+        let statement = client
+            .prepare_cached(include_str!("../../sql/delivery_mark_delivered.sql"))
+            .await?;
+        Ok(client
+            .execute(
+                &statement,
+                &[&self.user_id, &self.sector_id, &self.is_admin, &id],
+            )
+            .await?
+            > 0)
+    }
+}
+
+/// Unread counts for many inboxes in one statement.
+#[tracing::instrument(skip_all, fields(users = inboxes.len()))]
+pub async fn unread_counts(
+    client: &impl GenericClient,
+    inboxes: &[Inbox],
+) -> Result<Vec<(Uuid, i64)>, tokio_postgres::Error> {
+    let statement = client
+        .prepare_cached(include_str!("../../sql/inbox_unread_counts.sql"))
+        .await?;
+    let users: Vec<Uuid> = inboxes.iter().map(|i| i.user_id).collect();
+    let sectors: Vec<Option<Uuid>> = inboxes.iter().map(|i| i.sector_id).collect();
+    let admins: Vec<bool> = inboxes.iter().map(|i| i.is_admin).collect();
+    let rows = client
+        .query(&statement, &[&users, &sectors, &admins])
+        .await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect()
+}

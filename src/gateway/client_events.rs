@@ -1,0 +1,304 @@
+//! Client events: `mark.read`, `mark.delivered`, `mark.all_read`,
+//! `notifications.list` and `auth.refresh`, each answered through its
+//! acknowledgement.
+//!
+//! Payloads are parsed here, never trusted: a malformed one is answered with
+//! `invalid_payload` and the socket stays up. Writes go to the database
+//! only; the triggers and the tail tell every device, this one included.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use socketioxide::extract::{AckSender, SocketRef, State, TryData};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::Gateway;
+use super::session::Session;
+use crate::db::inbox::Inbox;
+use crate::names::on;
+use crate::telemetry::metrics;
+use crate::wire::{self, Failure};
+
+/// Why a client event failed; each variant is an ack error code.
+#[derive(Debug, thiserror::Error)]
+pub enum AckError {
+    #[error("{0}")]
+    InvalidPayload(String),
+    #[error("notification not found")]
+    NotFound,
+    #[error("{0}")]
+    InvalidToken(&'static str),
+    #[error("too many requests")]
+    RateLimited,
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl AckError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidPayload(_) => "invalid_payload",
+            Self::NotFound => "not_found",
+            Self::InvalidToken(_) => "invalid_token",
+            Self::RateLimited => "rate_limited",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for AckError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        Self::Internal(error.into())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for AckError {
+    fn from(error: deadpool_postgres::PoolError) -> Self {
+        Self::Internal(error.into())
+    }
+}
+
+type AckResult = Result<Value, AckError>;
+
+pub fn register(socket: &SocketRef) {
+    socket.on(on::MARK_READ, mark_read);
+    socket.on(on::MARK_DELIVERED, mark_delivered);
+    socket.on(on::MARK_ALL_READ, mark_all_read);
+    socket.on(on::NOTIFICATIONS_LIST, list);
+    socket.on(on::AUTH_REFRESH, refresh);
+}
+
+/// The payload, or `null` when the client sent none.
+fn payload(data: Result<Value, impl std::fmt::Display>) -> Value {
+    data.unwrap_or(Value::Null)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(data: Value, expected: &str) -> Result<T, AckError> {
+    if !data.is_object() {
+        return Err(AckError::InvalidPayload(format!(
+            "expected an object {expected}"
+        )));
+    }
+    serde_json::from_value(data)
+        .map_err(|e| AckError::InvalidPayload(format!("{e}; expected {expected}")))
+}
+
+fn answer(socket: &SocketRef, ack: AckSender, event: &'static str, result: AckResult) {
+    let sent = match result {
+        Ok(value) => {
+            metrics::client_event(event, "ok");
+            ack.send(&value)
+        }
+        Err(error) => {
+            metrics::client_event(event, error.code());
+            match &error {
+                AckError::Internal(cause) => {
+                    tracing::error!(socket.id = %socket.id, event, error = format!("{cause:#}"), "client event failed")
+                }
+                _ => {
+                    tracing::debug!(socket.id = %socket.id, event, code = error.code(), "client event refused")
+                }
+            }
+            ack.send(&Failure::new(error.code(), error.to_string()))
+        }
+    };
+    // The client asked for no acknowledgement, or left meanwhile.
+    drop(sent);
+}
+
+fn session(socket: &SocketRef) -> Result<Session, AckError> {
+    socket
+        .extensions
+        .get::<Session>()
+        .ok_or_else(|| AckError::Internal(anyhow::anyhow!("socket without a session")))
+}
+
+/// The user's current rooms: the live ones once the socket has joined.
+fn inbox(gateway: &Gateway, session: &Session) -> Inbox {
+    gateway
+        .presence
+        .inbox(session.user_id)
+        .unwrap_or(session.inbox)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ByNotification {
+    notification_id: Uuid,
+}
+
+async fn mark_read(
+    socket: SocketRef,
+    TryData(data): TryData<Value>,
+    ack: AckSender,
+    State(gateway): State<Gateway>,
+) {
+    let result = async {
+        let request: ByNotification = parse(payload(data), "{notificationId: uuid}")?;
+        let session = session(&socket)?;
+        let client = gateway.pool.get().await?;
+        let read_at = inbox(&gateway, &session)
+            .mark_read(&client, request.notification_id)
+            .await?
+            .ok_or(AckError::NotFound)?;
+        Ok(json!({"success": true, "notificationId": request.notification_id, "readAt": read_at}))
+    }
+    .await;
+    answer(&socket, ack, on::MARK_READ, result);
+}
+
+async fn mark_delivered(
+    socket: SocketRef,
+    TryData(data): TryData<Value>,
+    ack: AckSender,
+    State(gateway): State<Gateway>,
+) {
+    let result = async {
+        let request: ByNotification = parse(payload(data), "{notificationId: uuid}")?;
+        let session = session(&socket)?;
+        let client = gateway.pool.get().await?;
+        if !inbox(&gateway, &session)
+            .mark_delivered(&client, request.notification_id)
+            .await?
+        {
+            return Err(AckError::NotFound);
+        }
+        Ok(json!({"success": true, "notificationId": request.notification_id}))
+    }
+    .await;
+    answer(&socket, ack, on::MARK_DELIVERED, result);
+}
+
+async fn mark_all_read(
+    socket: SocketRef,
+    TryData(data): TryData<Value>,
+    ack: AckSender,
+    State(gateway): State<Gateway>,
+) {
+    let result = async {
+        match payload(data) {
+            Value::Null => {}
+            Value::Object(_) => {}
+            _ => return Err(AckError::InvalidPayload("expected an object {}".into())),
+        }
+        let session = session(&socket)?;
+        let client = gateway.pool.get().await?;
+        let count = inbox(&gateway, &session).mark_all_read(&client).await?;
+        Ok(json!({"success": true, "count": count}))
+    }
+    .await;
+    answer(&socket, ack, on::MARK_ALL_READ, result);
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListRequest {
+    #[serde(default)]
+    before: Option<String>,
+    #[serde(default)]
+    limit: Option<i64>,
+    #[serde(default)]
+    unread_only: Option<bool>,
+}
+
+/// A `notifications.list` cursor: the last item's created_at in
+/// microseconds and its id.
+pub fn encode_cursor((micros, id): (i64, Uuid)) -> String {
+    format!("{micros}_{id}")
+}
+
+pub fn decode_cursor(cursor: &str) -> Option<(i64, Uuid)> {
+    let (micros, id) = cursor.split_once('_')?;
+    Some((micros.parse().ok()?, id.parse().ok()?))
+}
+
+async fn list(
+    socket: SocketRef,
+    TryData(data): TryData<Value>,
+    ack: AckSender,
+    State(gateway): State<Gateway>,
+) {
+    let result = async {
+        let data = match payload(data) {
+            Value::Null => json!({}),
+            other => other,
+        };
+        let request: ListRequest = parse(data, "{before?: cursor, limit?: 1..100, unreadOnly?: boolean}")?;
+        let limit = request.limit.unwrap_or(20);
+        if !(1..=100).contains(&limit) {
+            return Err(AckError::InvalidPayload("limit must be from 1 to 100".into()));
+        }
+        let before = match request.before.as_deref() {
+            None => None,
+            Some(cursor) => {
+                Some(decode_cursor(cursor).ok_or_else(|| AckError::InvalidPayload("before is not a cursor from nextCursor".into()))?)
+            }
+        };
+        let session = session(&socket)?;
+        let client = gateway.pool.get().await?;
+        let page = inbox(&gateway, &session)
+            .list(&client, before, limit as u32, request.unread_only.unwrap_or(false))
+            .await?;
+        Ok(json!({"success": true, "items": page.items, "nextCursor": page.next.map(encode_cursor)}))
+    }
+    .await;
+    answer(&socket, ack, on::NOTIFICATIONS_LIST, result);
+}
+
+#[derive(Deserialize)]
+struct RefreshRequest {
+    token: String,
+}
+
+async fn refresh(
+    socket: SocketRef,
+    TryData(data): TryData<Value>,
+    ack: AckSender,
+    State(gateway): State<Gateway>,
+) {
+    let result = async {
+        let request: RefreshRequest = parse(payload(data), "{token: string}")?;
+        let session = session(&socket)?;
+        let verified = gateway.jwt.verify(&request.token).map_err(|e| {
+            AckError::InvalidToken(match e {
+                crate::auth::TokenError::Expired => "token expired",
+                crate::auth::TokenError::Invalid => "token invalid",
+            })
+        })?;
+        if verified.user_id != session.user_id {
+            return Err(AckError::InvalidToken("token belongs to another user"));
+        }
+        session.extend(verified.expires_at);
+        let expires_at = OffsetDateTime::from_unix_timestamp(verified.expires_at as i64)
+            .map_err(|_| AckError::InvalidToken("exp out of range"))?;
+        Ok(json!({"success": true, "expiresAt": wire::rfc3339(expires_at)}))
+    }
+    .await;
+    answer(&socket, ack, on::AUTH_REFRESH, result);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let id = Uuid::new_v4();
+        assert_eq!(
+            decode_cursor(&encode_cursor((1_764_000_000_123_456, id))),
+            Some((1_764_000_000_123_456, id))
+        );
+        for bad in ["", "_", "12", "x_y", "12_not-a-uuid"] {
+            assert_eq!(decode_cursor(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn payloads_must_be_objects_with_the_right_fields() {
+        assert!(parse::<ByNotification>(json!("x"), "").is_err());
+        assert!(parse::<ByNotification>(Value::Null, "").is_err());
+        assert!(parse::<ByNotification>(json!({}), "").is_err());
+        assert!(parse::<ByNotification>(json!({"notificationId": "nope"}), "").is_err());
+        assert!(parse::<ByNotification>(json!({"notificationId": Uuid::nil()}), "").is_ok());
+    }
+}

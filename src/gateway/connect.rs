@@ -1,0 +1,319 @@
+//! The connect sequence (CONTRACT §3 "On connect") and the hand-over from it
+//! to the live stream.
+//!
+//! The user, the replay or pending push and the unread count are all read in
+//! one repeatable-read transaction, so they agree with one snapshot Q. The
+//! socket then waits until the tail has dispatched at least Q and, under the
+//! tail's progress lock, is sent the events dispatched between Q and the
+//! tail's position before it joins its rooms. Events up to Q came through
+//! the sequence, events after it through rooms: none twice, none missed,
+//! and all after `connection:success`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use socketioxide::SocketIo;
+use socketioxide::extract::{SocketRef, State};
+use socketioxide::socket::Sid;
+use time::OffsetDateTime;
+use tokio_postgres::IsolationLevel;
+
+use super::Gateway;
+use super::client_events;
+use super::session::{Resume, Session};
+use crate::db::{self, inbox::Inbox};
+use crate::fanout::{self, Route};
+use crate::log::{Event, Kind, Position, Snapshot};
+use crate::names::{NAMESPACE, emit, room};
+use crate::telemetry::metrics;
+use crate::wire;
+
+/// A resume that would replay more than this starts over with `sync:reset`.
+const REPLAY_LIMIT: i64 = 10_000;
+/// How long a connecting socket waits for the tail to reach its snapshot.
+const TAIL_WAIT: Duration = Duration::from_secs(10);
+
+/// The namespace's connect handler; runs after [`super::handshake`].
+pub async fn on_connect(socket: SocketRef, io: SocketIo, State(gateway): State<Gateway>) {
+    let Some(session) = socket.extensions.get::<Session>() else {
+        // The middleware always stores a session before it lets a socket in.
+        tracing::error!(socket.id = %socket.id, "socket without a session");
+        let _ = socket.disconnect();
+        return;
+    };
+    metrics::connected();
+    client_events::register(&socket);
+    socket.on_disconnect(
+        async |socket: SocketRef, reason: socketioxide::socket::DisconnectReason| {
+            tracing::debug!(socket.id = %socket.id, ?reason, "socket disconnected");
+        },
+    );
+    tokio::spawn(expire_session(
+        io,
+        socket.id,
+        session.expiry(),
+        gateway.jwt.leeway(),
+    ));
+
+    if let Err(error) = sync(&socket, &gateway, &session).await {
+        tracing::warn!(socket.id = %socket.id, user.id = %session.user_id, error = format!("{error:#}"), "connect sequence failed");
+        let _ = socket.disconnect();
+    }
+}
+
+/// Sends `session:expired` and disconnects once the token's `exp` (plus
+/// leeway) passes without an `auth.refresh`. Holds the socket's id, not the
+/// socket, so a closed socket is freed at once.
+async fn expire_session(io: SocketIo, sid: Sid, expiry: Arc<AtomicU64>, leeway: Duration) {
+    loop {
+        let expires_at = expiry.load(Ordering::Relaxed);
+        let deadline = expires_at.saturating_add(leeway.as_secs());
+        let now = crate::auth::unix_now();
+        if deadline > now {
+            tokio::time::sleep(Duration::from_secs(deadline - now)).await;
+            continue;
+        }
+        let Some(socket) = io.of(NAMESPACE).and_then(|ns| ns.get_socket(sid)) else {
+            return;
+        };
+        if expiry.load(Ordering::Relaxed) != expires_at {
+            continue;
+        }
+        tracing::info!(socket.id = %sid, "session expired");
+        let _ = socket.emit(emit::SESSION_EXPIRED, &wire::Empty {});
+        let _ = socket.disconnect();
+        return;
+    }
+}
+
+/// Everything the sequence reads, as of one snapshot.
+struct Initial {
+    snapshot: Snapshot,
+    inbox: Inbox,
+    reset: bool,
+    replay: Option<Vec<Event>>,
+    pending: Vec<db::inbox::Unread>,
+    count: i64,
+}
+
+async fn sync(socket: &SocketRef, gateway: &Gateway, session: &Session) -> anyhow::Result<()> {
+    let Some(initial) = read_initial(gateway, session).await? else {
+        tracing::info!(socket.id = %socket.id, user.id = %session.user_id, "user left or was deactivated while connecting");
+        let _ = socket.clone().disconnect();
+        return Ok(());
+    };
+    let now = OffsetDateTime::now_utc();
+    if initial.reset {
+        socket.emit(emit::SYNC_RESET, &wire::Empty {})?;
+    }
+    match &initial.replay {
+        Some(events) => {
+            for event in events {
+                // Replayed events carry their log id for reference; the
+                // resume position is connection:success's lastEventId.
+                if let Route::Emit(emission) = fanout::route(event, &event.id.to_string(), now) {
+                    socket.emit(emission.event, &emission.payload)?;
+                }
+            }
+        }
+        None => {
+            for unread in &initial.pending {
+                let event_id = unread.event_id.map(|id| id.to_string());
+                let payload = wire::NewNotification {
+                    notification: &unread.notification,
+                    event_id: event_id.as_deref(),
+                };
+                socket.emit(emit::NOTIFICATION_NEW, &payload)?;
+            }
+        }
+    }
+    socket.emit(
+        emit::NOTIFICATION_COUNT,
+        &wire::Count {
+            count: initial.count,
+        },
+    )?;
+    socket.emit(
+        emit::CONNECTION_SUCCESS,
+        &wire::ConnectionSuccess {
+            user_id: session.user_id,
+            user_name: session.user_name.clone(),
+            timestamp: wire::rfc3339(now),
+            unread_count: initial.count,
+            last_event_id: Position::at(initial.snapshot.clone()).to_string(),
+        },
+    )?;
+    join_live(socket, gateway, session, initial.snapshot, initial.inbox).await
+}
+
+async fn read_initial(gateway: &Gateway, session: &Session) -> anyhow::Result<Option<Initial>> {
+    let mut client = gateway.pool.get().await?;
+    let tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    // The first query fixes the transaction's snapshot; every read below sees
+    // the database as of exactly this one.
+    let text: String = tx
+        .query_one("select pg_current_snapshot()::text", &[])
+        .await?
+        .try_get(0)?;
+    let snapshot: Snapshot = text.parse().context("reading pg_current_snapshot()")?;
+    let Some(user) = db::users::find(&tx, session.user_id)
+        .await?
+        .filter(|u| u.is_active)
+    else {
+        return Ok(None);
+    };
+    let inbox = gateway.inbox_of(&user);
+    let mut reset = session.resume == Resume::Reset;
+    let mut replay = None;
+    if let Resume::From(position) = &session.resume {
+        // A position this database has not reached is not one it issued.
+        if snapshot.includes(position.base()) {
+            let events =
+                db::events::replay(&tx, &inbox, position, &snapshot, REPLAY_LIMIT + 1).await?;
+            if events.len() as i64 <= REPLAY_LIMIT {
+                replay = Some(events);
+            } else {
+                reset = true;
+            }
+        } else {
+            reset = true;
+        }
+    }
+    let pending = match replay {
+        Some(_) => Vec::new(),
+        None => inbox.unread(&tx, gateway.pending_limit).await?,
+    };
+    let count = inbox.unread_count(&tx).await?;
+    tx.commit().await?;
+    Ok(Some(Initial {
+        snapshot,
+        inbox,
+        reset,
+        replay,
+        pending,
+        count,
+    }))
+}
+
+/// Sends what was dispatched between `from` and the tail's position, then
+/// joins the rooms, all under the progress lock.
+async fn join_live(
+    socket: &SocketRef,
+    gateway: &Gateway,
+    session: &Session,
+    mut from: Snapshot,
+    mut inbox: Inbox,
+) -> anyhow::Result<()> {
+    let mut stepped = gateway.tail.stepped.clone();
+    let deadline = tokio::time::Instant::now() + TAIL_WAIT;
+    loop {
+        let progress = gateway.tail.progress.lock().await;
+        if progress.position.includes(&from) {
+            let end = progress.position.clone();
+            let Some(missed) = progress.since(&from) else {
+                // Older than the steps kept in memory: catch up from the log.
+                drop(progress);
+                let events = {
+                    let client = gateway.pool.get().await?;
+                    db::events::replay(&client, &inbox, &Position::at(from.clone()), &end, i64::MAX)
+                        .await?
+                };
+                if !send_catch_up(
+                    socket,
+                    gateway,
+                    &from,
+                    &end,
+                    events.iter().collect(),
+                    &mut inbox,
+                )? {
+                    return Ok(());
+                }
+                from = end;
+                continue;
+            };
+            if !send_catch_up(socket, gateway, &from, &end, missed, &mut inbox)? {
+                return Ok(());
+            }
+            socket.join(rooms(&inbox));
+            session.slot.join(inbox);
+            drop(progress);
+            tracing::debug!(socket.id = %socket.id, user.id = %inbox.user_id, "socket live");
+            return Ok(());
+        }
+        drop(progress);
+        // The tail has not dispatched our snapshot yet: ask it for a step.
+        gateway.tail.poke.notify_one();
+        tokio::time::timeout_at(deadline, stepped.changed())
+            .await
+            .context("the event log listener did not catch up")?
+            .context("the event log listener stopped")?;
+    }
+}
+
+/// Emits the events of (from, end] addressed to this user, in (tx, id)
+/// order with their live positions, applying changes to the user on the
+/// way. False when the user was deactivated (the socket is then closed).
+fn send_catch_up(
+    socket: &SocketRef,
+    gateway: &Gateway,
+    from: &Snapshot,
+    end: &Snapshot,
+    mut events: Vec<&Event>,
+    inbox: &mut Inbox,
+) -> anyhow::Result<bool> {
+    events.sort_by_key(|e| (e.tx, e.id));
+    let now = OffsetDateTime::now_utc();
+    let mut count_changed = false;
+    for event in events {
+        if event.kind == Kind::UserUpdated {
+            if event.user_id != Some(inbox.user_id) {
+                continue;
+            }
+            if let Route::UserChanged(change) = fanout::route(event, "", now) {
+                if !change.is_active {
+                    let _ = socket.clone().disconnect();
+                    return Ok(false);
+                }
+                *inbox = Inbox {
+                    user_id: inbox.user_id,
+                    sector_id: change.sector_id,
+                    is_admin: gateway.is_admin(&change.role),
+                };
+                count_changed = true;
+            }
+            continue;
+        }
+        if !fanout::Audience::of(event).is_some_and(|audience| audience.reaches(inbox)) {
+            continue;
+        }
+        let event_id = Position::after_event(from, end, event.tx, event.id).to_string();
+        if let Route::Emit(emission) = fanout::route(event, &event_id, now) {
+            socket.emit(emission.event, &emission.payload)?;
+            count_changed |= emission.changes_count;
+        }
+    }
+    if count_changed {
+        gateway.counts.refresh([inbox.user_id]);
+    }
+    Ok(true)
+}
+
+/// The rooms of a user, in the contract's order.
+pub fn rooms(inbox: &Inbox) -> Vec<String> {
+    let mut rooms = vec![room::user(inbox.user_id)];
+    if let Some(sector) = inbox.sector_id {
+        rooms.push(room::sector(sector));
+    }
+    if inbox.is_admin {
+        rooms.push(room::ADMIN.to_owned());
+    }
+    rooms.push(room::ALL.to_owned());
+    rooms
+}

@@ -1,0 +1,246 @@
+//! The handshake: a connect middleware that authenticates every socket
+//! before it joins the namespace.
+//!
+//! The token comes from `auth.token`, then the `token` query parameter, then
+//! `Authorization: Bearer`. A refusal reaches the client as `connect_error`
+//! whose message is the contract's code; it is logged once, at info, with
+//! the reason and never the token.
+
+use serde_json::Value;
+use socketioxide::extract::{SocketRef, State, TryData};
+
+use super::Gateway;
+use super::session::{Resume, Session};
+use crate::auth::TokenError;
+use crate::db;
+use crate::log::Position;
+
+/// Why a connection was refused; `Display` is the `connect_error` message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("missing_token")]
+    MissingToken,
+    #[error("invalid_token")]
+    InvalidToken,
+    #[error("token_expired")]
+    TokenExpired,
+    #[error("user_not_found")]
+    UserNotFound,
+    #[error("user_inactive")]
+    UserInactive,
+    #[error("too_many_connections")]
+    TooManyConnections,
+    #[error("rate_limited")]
+    RateLimited,
+    /// The database could not be asked; the client should retry.
+    #[error("internal")]
+    Internal,
+}
+
+impl Refusal {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::MissingToken => "missing_token",
+            Self::InvalidToken => "invalid_token",
+            Self::TokenExpired => "token_expired",
+            Self::UserNotFound => "user_not_found",
+            Self::UserInactive => "user_inactive",
+            Self::TooManyConnections => "too_many_connections",
+            Self::RateLimited => "rate_limited",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+impl From<TokenError> for Refusal {
+    fn from(error: TokenError) -> Self {
+        match error {
+            TokenError::Invalid => Self::InvalidToken,
+            TokenError::Expired => Self::TokenExpired,
+        }
+    }
+}
+
+/// The connect middleware.
+pub async fn authenticate(
+    socket: SocketRef,
+    TryData(auth): TryData<Value>,
+    State(gateway): State<Gateway>,
+) -> Result<(), Refusal> {
+    let auth = auth.ok();
+    match admit(&socket, auth.as_ref(), &gateway).await {
+        Ok(session) => {
+            tracing::debug!(socket.id = %socket.id, user.id = %session.user_id, "socket authenticated");
+            socket.extensions.insert(session);
+            Ok(())
+        }
+        Err(refusal) => {
+            crate::telemetry::metrics::refused(refusal.code());
+            tracing::info!(socket.id = %socket.id, reason = refusal.code(), "connection refused");
+            Err(refusal)
+        }
+    }
+}
+
+async fn admit(
+    socket: &SocketRef,
+    auth: Option<&Value>,
+    gateway: &Gateway,
+) -> Result<Session, Refusal> {
+    let token = token(auth, socket.req_parts())?;
+    let verified = gateway.jwt.verify(&token)?;
+    let user = async {
+        let client = gateway.pool.get().await?;
+        anyhow::Ok(db::users::find(&client, verified.user_id).await?)
+    }
+    .await
+    .map_err(|error| {
+        tracing::warn!(
+            error = format!("{error:#}"),
+            "cannot look the connecting user up"
+        );
+        Refusal::Internal
+    })?
+    .ok_or(Refusal::UserNotFound)?;
+    if !user.is_active {
+        return Err(Refusal::UserInactive);
+    }
+    let slot = gateway
+        .presence
+        .reserve(user.id, gateway.max_sockets_per_user)
+        .map_err(|_| Refusal::TooManyConnections)?;
+    let inbox = gateway.inbox_of(&user);
+    Ok(Session::new(
+        user.name,
+        inbox,
+        verified.expires_at,
+        resume(auth),
+        slot,
+    ))
+}
+
+/// The token, from the first place that has one.
+pub fn token(auth: Option<&Value>, parts: &http::request::Parts) -> Result<String, Refusal> {
+    if let Some(value) = auth.and_then(|a| a.get("token")) {
+        match value {
+            Value::String(token) if !token.trim().is_empty() => return Ok(token.trim().to_owned()),
+            Value::String(_) | Value::Null => {}
+            _ => return Err(Refusal::InvalidToken),
+        }
+    }
+    if let Some(query) = parts.uri.query() {
+        let from_query = form_urlencoded::parse(query.as_bytes())
+            .find(|(key, value)| key == "token" && !value.trim().is_empty())
+            .map(|(_, value)| value.trim().to_owned());
+        if let Some(token) = from_query {
+            return Ok(token);
+        }
+    }
+    if let Some(header) = parts.headers.get(http::header::AUTHORIZATION) {
+        let header = header.to_str().map_err(|_| Refusal::InvalidToken)?;
+        let (scheme, token) = header.trim().split_once(' ').ok_or(Refusal::InvalidToken)?;
+        if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+            return Err(Refusal::InvalidToken);
+        }
+        return Ok(token.trim().to_owned());
+    }
+    Err(Refusal::MissingToken)
+}
+
+/// What `auth.lastEventId` asks for.
+pub fn resume(auth: Option<&Value>) -> Resume {
+    match auth.and_then(|a| a.get("lastEventId")) {
+        None | Some(Value::Null) => Resume::Fresh,
+        Some(Value::String(id)) => match id.parse::<Position>() {
+            Ok(position) => Resume::From(position),
+            Err(_) => Resume::Reset,
+        },
+        Some(_) => Resume::Reset,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parts(uri: &str, authorization: Option<&str>) -> http::request::Parts {
+        let mut request = http::Request::builder().uri(uri);
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        request.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn auth_token_comes_first_then_query_then_header() {
+        let p = parts(
+            "/socket.io/?EIO=4&token=from-query",
+            Some("Bearer from-header"),
+        );
+        assert_eq!(
+            token(Some(&json!({"token": "from-auth"})), &p).unwrap(),
+            "from-auth"
+        );
+        assert_eq!(token(Some(&json!({})), &p).unwrap(), "from-query");
+        let p = parts("/socket.io/?EIO=4", Some("Bearer from-header"));
+        assert_eq!(token(None, &p).unwrap(), "from-header");
+    }
+
+    #[test]
+    fn query_tokens_are_url_decoded() {
+        let p = parts("/socket.io/?token=a%2Bb.c", None);
+        assert_eq!(token(None, &p).unwrap(), "a+b.c");
+    }
+
+    #[test]
+    fn missing_and_malformed_tokens_are_refused() {
+        assert_eq!(
+            token(None, &parts("/socket.io/?EIO=4", None)),
+            Err(Refusal::MissingToken)
+        );
+        assert_eq!(
+            token(Some(&json!({"token": ""})), &parts("/", None)),
+            Err(Refusal::MissingToken)
+        );
+        assert_eq!(
+            token(Some(&json!({"token": 42})), &parts("/", None)),
+            Err(Refusal::InvalidToken)
+        );
+        assert_eq!(
+            token(None, &parts("/", Some("Basic abc"))),
+            Err(Refusal::InvalidToken)
+        );
+        assert_eq!(
+            token(None, &parts("/", Some("Bearer"))),
+            Err(Refusal::InvalidToken)
+        );
+    }
+
+    #[test]
+    fn refusal_messages_are_the_contract_codes() {
+        assert_eq!(
+            Refusal::TooManyConnections.to_string(),
+            "too_many_connections"
+        );
+        assert_eq!(
+            Refusal::TokenExpired.to_string(),
+            Refusal::TokenExpired.code()
+        );
+    }
+
+    #[test]
+    fn last_event_id_is_parsed_or_reset() {
+        assert_eq!(resume(None), Resume::Fresh);
+        assert_eq!(resume(Some(&json!({"lastEventId": null}))), Resume::Fresh);
+        assert_eq!(
+            resume(Some(&json!({"lastEventId": "garbage"}))),
+            Resume::Reset
+        );
+        assert_eq!(resume(Some(&json!({"lastEventId": 5}))), Resume::Reset);
+        assert!(matches!(
+            resume(Some(&json!({"lastEventId": "100:100:"}))),
+            Resume::From(_)
+        ));
+    }
+}

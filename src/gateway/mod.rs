@@ -1,0 +1,93 @@
+//! The Socket.IO gateway: namespace `/notifications` (CONTRACT §3).
+//!
+//! - [`handshake`] authenticates in a connect middleware and refuses with the
+//!   contract's `connect_error` messages; nothing is emitted before it passes.
+//! - [`connect`] runs the connect sequence and lines the socket up with the
+//!   live stream, so nothing is lost or doubled between them.
+//! - [`client_events`] answers `mark.*`, `notifications.list`, `auth.refresh`.
+//! - [`dispatch`] turns each step of the event log into room emits, delivery
+//!   records and unread counts.
+//! - [`presence`] knows who is online here; [`counts`] keeps their unread
+//!   counts current with one query per batch, never one per recipient.
+
+pub mod client_events;
+pub mod connect;
+pub mod counts;
+pub mod dispatch;
+pub mod handshake;
+pub mod presence;
+pub mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use socketioxide::handler::ConnectHandler;
+use socketioxide::layer::SocketIoLayer;
+use socketioxide::{SocketIo, TransportType};
+
+use crate::auth::JwtConfig;
+use crate::db::Pool;
+use crate::db::inbox::Inbox;
+use crate::db::users::User;
+use crate::log::tail::TailHandle;
+use crate::names::NAMESPACE;
+
+/// What the gateway's handlers share.
+#[derive(Clone)]
+pub struct Gateway(Arc<Shared>);
+
+pub struct Shared {
+    pub pool: Pool,
+    pub jwt: JwtConfig,
+    /// Roles that join the `admin` room.
+    pub admin_roles: Vec<String>,
+    pub pending_limit: u32,
+    pub max_sockets_per_user: usize,
+    pub presence: Arc<presence::Presence>,
+    pub tail: TailHandle,
+    pub counts: counts::Counts,
+}
+
+impl std::ops::Deref for Gateway {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl Gateway {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+
+    pub fn is_admin(&self, role: &str) -> bool {
+        self.admin_roles.iter().any(|r| r == role)
+    }
+
+    /// The inbox a user's row describes.
+    pub fn inbox_of(&self, user: &User) -> Inbox {
+        Inbox {
+            user_id: user.id,
+            sector_id: user.sector_id,
+            is_admin: self.is_admin(&user.role),
+        }
+    }
+}
+
+/// Builds the Socket.IO layer and registers the namespace.
+pub fn layer(gateway: Gateway) -> (SocketIoLayer, SocketIo) {
+    let (layer, io) = SocketIo::builder()
+        .ping_interval(Duration::from_secs(25))
+        .ping_timeout(Duration::from_secs(60))
+        .connect_timeout(Duration::from_secs(10))
+        // Client payloads are small JSON objects; anything larger is refused
+        // by the transport before it is parsed.
+        .max_payload(64 * 1024)
+        .ws_max_message_size(64 * 1024)
+        .transports([TransportType::Websocket, TransportType::Polling])
+        .with_state(gateway)
+        .build_layer();
+    io.ns(NAMESPACE, connect::on_connect.with(handshake::authenticate));
+    (layer, io)
+}

@@ -1,0 +1,77 @@
+//! A socket's session: who authenticated it, until when, and where it asked
+//! to resume from. Stored in the socket's extensions by the handshake.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use uuid::Uuid;
+
+use super::presence::Slot;
+use crate::db::inbox::Inbox;
+use crate::log::Position;
+
+/// What `auth.lastEventId` asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resume {
+    /// No `lastEventId`: the pending push.
+    Fresh,
+    /// Replay everything after this position.
+    From(Position),
+    /// Malformed, unknown or pruned: `sync:reset`, then the pending push.
+    Reset,
+}
+
+#[derive(Clone)]
+pub struct Session(Arc<State>);
+
+pub struct State {
+    pub user_id: Uuid,
+    pub user_name: String,
+    /// The user's rooms when they authenticated; the presence map has the
+    /// current ones once the socket has joined.
+    pub inbox: Inbox,
+    pub resume: Resume,
+    /// The token's `exp`, moved by `auth.refresh`.
+    expires_at: Arc<AtomicU64>,
+    pub slot: Slot,
+}
+
+impl Session {
+    pub fn new(
+        user_name: String,
+        inbox: Inbox,
+        expires_at: u64,
+        resume: Resume,
+        slot: Slot,
+    ) -> Self {
+        Self(Arc::new(State {
+            user_id: slot.user_id(),
+            user_name,
+            inbox,
+            resume,
+            expires_at: Arc::new(AtomicU64::new(expires_at)),
+            slot,
+        }))
+    }
+
+    pub fn expires_at(&self) -> u64 {
+        self.0.expires_at.load(Ordering::Relaxed)
+    }
+
+    /// The shared expiry, for the task that ends the session at `exp`.
+    pub fn expiry(&self) -> Arc<AtomicU64> {
+        self.0.expires_at.clone()
+    }
+
+    pub fn extend(&self, expires_at: u64) {
+        self.0.expires_at.store(expires_at, Ordering::Relaxed);
+    }
+}
+
+impl std::ops::Deref for Session {
+    type Target = State;
+
+    fn deref(&self) -> &State {
+        &self.0
+    }
+}

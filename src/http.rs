@@ -1,0 +1,133 @@
+//! HTTP: health, metrics, and the guard in front of the Socket.IO endpoint.
+//!
+//! `/health/live` says the process runs; `/health/ready` that the database
+//! answers and the event log listener is connected and caught up. The
+//! Socket.IO endpoint checks the `Origin` of every request (polling and the
+//! WebSocket upgrade alike) against `CORS_ORIGINS`, because browsers enforce
+//! CORS on polling but nothing on WebSockets.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::sync::watch;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::config::CorsOrigins;
+use crate::db::Pool;
+use crate::log::tail::Health;
+
+#[derive(Clone)]
+pub struct HttpState {
+    pub pool: Pool,
+    pub listener: watch::Receiver<Health>,
+    pub cors: Arc<CorsOrigins>,
+}
+
+/// The routes herald serves beside Socket.IO.
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Wraps the Socket.IO service: origin check first, then CORS headers.
+pub fn guard_socket_io(router: Router, cors: Arc<CorsOrigins>) -> Router {
+    let allowed = cors.clone();
+    let cors_layer = CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(move |origin: &HeaderValue, _| {
+            origin.to_str().is_ok_and(|o| allowed.allows(o))
+        }))
+        .allow_methods([
+            axum::http::Method::GET,
+            axum::http::Method::POST,
+            axum::http::Method::OPTIONS,
+        ])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]);
+    router
+        .layer(cors_layer)
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            let cors = cors.clone();
+            async move { check_origin(&cors, request, next).await }
+        }))
+}
+
+async fn check_origin(cors: &CorsOrigins, request: Request, next: Next) -> Response {
+    let socket_io = request.uri().path().starts_with("/socket.io");
+    if socket_io && let Some(origin) = request.headers().get(header::ORIGIN) {
+        let allowed = origin.to_str().is_ok_and(|o| cors.allows(o));
+        if !allowed {
+            tracing::info!(origin = ?origin, "request from a foreign origin refused");
+            return error(
+                StatusCode::FORBIDDEN,
+                "origin_not_allowed",
+                "this origin is not in CORS_ORIGINS",
+            );
+        }
+    }
+    next.run(request).await
+}
+
+/// `{error: {code, message}}` with a status.
+pub fn error(status: StatusCode, code: &'static str, message: &str) -> Response {
+    (
+        status,
+        Json(json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
+}
+
+async fn live() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn ready(State(state): State<HttpState>) -> Response {
+    let database = async {
+        let client = state.pool.get().await?;
+        client.simple_query("select 1").await?;
+        anyhow::Ok(())
+    };
+    let database_up = matches!(
+        tokio::time::timeout(Duration::from_secs(2), database).await,
+        Ok(Ok(()))
+    );
+    let listener_up = state.listener.borrow().is_ready();
+    let status = if database_up && listener_up {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let word = |up: bool| if up { "up" } else { "down" };
+    let body = json!({
+        "status": if status == StatusCode::OK { "ok" } else { "unavailable" },
+        "database": word(database_up),
+        "listener": word(listener_up),
+    });
+    (status, Json(body)).into_response()
+}
+
+async fn metrics() -> Response {
+    match crate::telemetry::metrics::handle() {
+        Some(handle) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            handle.render(),
+        )
+            .into_response(),
+        None => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "metrics are unavailable",
+        ),
+    }
+}

@@ -1,0 +1,34 @@
+//! herald: an event-sourced notification service driven by PostgreSQL.
+//!
+//! Producers only write rows. Triggers append every change to `herald.events`
+//! and wake herald with `NOTIFY herald_events`; herald tails that log and
+//! pushes each event over Socket.IO to the rooms it addresses.
+//!
+//! The modules follow the data flow:
+//!
+//! - [`config`]: validated configuration, one error naming the bad setting;
+//! - [`db`]: the connection pool, the embedded migrations and every query;
+//! - [`log`]: the event log: its rows, snapshots, positions (`eventId`) and
+//!   the [`log::tail`] listener that reads it past a snapshot cursor;
+//! - [`fanout`]: the pure mapping from one event to the rooms and socket
+//!   events it produces;
+//! - [`gateway`]: the Socket.IO namespace: handshake, connect sequence,
+//!   client events, per-user presence and unread counts;
+//! - [`deliveries`]: the batched writer of `SENT` delivery records;
+//! - [`http`]: health, and the router that mounts the gateway;
+//! - [`server`]: wires it all together around a bound listener and a
+//!   shutdown future; [`cli`] is the command line on top.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod deliveries;
+pub mod fanout;
+pub mod gateway;
+pub mod http;
+pub mod log;
+pub mod names;
+pub mod server;
+pub mod telemetry;
+pub mod wire;

@@ -1,0 +1,166 @@
+//! Positions in the event log: what a client has been sent, as the opaque
+//! `eventId` strings of CONTRACT §3.
+//!
+//! herald reads the log in steps: each step reads the rows that became
+//! visible between the previous snapshot and the current one, and emits them
+//! in `(tx, id)` order. A client that was sent everything up to event E of
+//! such a step has seen everything visible in the step's starting snapshot,
+//! plus the rows visible in its ending snapshot that sort at or before E.
+//! A position records exactly that, so a resume replays what the client
+//! missed and nothing it has seen, whichever instance it returns to.
+
+use std::fmt;
+use std::str::FromStr;
+
+use super::snapshot::{MalformedSnapshot, Snapshot};
+
+/// A client's place in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    /// Everything visible in this snapshot has been sent.
+    base: Snapshot,
+    /// And, of what became visible by `step_end`, the rows up to (tx, id).
+    within: Option<Within>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Within {
+    step_end: Snapshot,
+    tx: u64,
+    id: i64,
+}
+
+impl Position {
+    /// Everything visible in `snapshot`, nothing after.
+    pub fn at(snapshot: Snapshot) -> Self {
+        Self {
+            base: snapshot,
+            within: None,
+        }
+    }
+
+    /// Just after the event (tx, id) of the step from `start` to `end`.
+    pub fn after_event(start: &Snapshot, end: &Snapshot, tx: u64, id: i64) -> Self {
+        Self {
+            base: start.clone(),
+            within: Some(Within {
+                step_end: end.clone(),
+                tx,
+                id,
+            }),
+        }
+    }
+
+    /// Whether a client at this position has been sent event (tx, id).
+    pub fn has_seen(&self, tx: u64, id: i64) -> bool {
+        self.base.is_visible(tx)
+            || self
+                .within
+                .as_ref()
+                .is_some_and(|w| w.step_end.is_visible(tx) && (tx, id) <= (w.tx, w.id))
+    }
+
+    /// The snapshot below which everything has been seen: no event older
+    /// than its `xmin` needs replaying.
+    pub fn base(&self) -> &Snapshot {
+        &self.base
+    }
+
+    /// The parts a SQL query needs to test `has_seen` on the server:
+    /// (base, step end, tx, id); without a partial step, the step is empty.
+    pub fn sql_parts(&self) -> (String, String, i64, i64) {
+        match &self.within {
+            Some(w) => (
+                self.base.to_string(),
+                w.step_end.to_string(),
+                w.tx as i64,
+                w.id,
+            ),
+            None => (self.base.to_string(), self.base.to_string(), 0, 0),
+        }
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.base)?;
+        if let Some(w) = &self.within {
+            write!(f, "/{}/{}/{}", w.step_end, w.tx, w.id)?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for Position {
+    type Err = MalformedSnapshot;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() > 4096 {
+            return Err(MalformedSnapshot);
+        }
+        let parts: Vec<&str> = s.split('/').collect();
+        match parts.as_slice() {
+            [base] => Ok(Self::at(base.parse()?)),
+            [base, end, tx, id] => {
+                let base: Snapshot = base.parse()?;
+                let step_end: Snapshot = end.parse()?;
+                let tx: u64 = tx.parse().map_err(|_| MalformedSnapshot)?;
+                let id: i64 = id.parse().map_err(|_| MalformedSnapshot)?;
+                if !step_end.includes(&base)
+                    || !step_end.is_visible(tx)
+                    || base.is_visible(tx)
+                    || id <= 0
+                {
+                    return Err(MalformedSnapshot);
+                }
+                Ok(Self {
+                    base,
+                    within: Some(Within { step_end, tx, id }),
+                })
+            }
+            _ => Err(MalformedSnapshot),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(s: &str) -> Snapshot {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn after_event_has_seen_the_step_up_to_the_event() {
+        // Step from 10:12:10 (10 in progress) to 13:15: (10, 12, 13, 14 committed).
+        let p = Position::after_event(&snap("10:12:10"), &snap("15:15:"), 12, 7);
+        assert!(p.has_seen(11, 1)); // visible at the start
+        assert!(p.has_seen(10, 99)); // committed during the step, sorts before (12, 7)
+        assert!(p.has_seen(12, 7));
+        assert!(!p.has_seen(12, 8));
+        assert!(!p.has_seen(14, 3));
+        assert!(!p.has_seen(15, 1)); // after the step
+    }
+
+    #[test]
+    fn round_trips_and_validates() {
+        let p = Position::after_event(&snap("10:12:10"), &snap("15:15:"), 12, 7);
+        assert_eq!(p.to_string(), "10:12:10/15:15:/12/7");
+        assert_eq!(p.to_string().parse::<Position>().unwrap(), p);
+        assert_eq!(
+            "20:20:".parse::<Position>().unwrap(),
+            Position::at(snap("20:20:"))
+        );
+        for bad in [
+            "",
+            "x",
+            "10:12:10/15:15:/12",
+            "10:12:10/15:15:/11/7",
+            "10:12:10/15:15:/12/0",
+            "15:15:/10:12:/12/7",
+        ] {
+            assert!(bad.parse::<Position>().is_err(), "{bad}");
+        }
+    }
+}

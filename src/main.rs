@@ -1,0 +1,18 @@
+//! The `herald` binary: parses the command line and hands over to the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = herald::cli::Cli::parse();
+    match herald::cli::run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One line the operator can act on, with its cause chain.
+            eprintln!("herald: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! The names clients see: Socket.IO rooms, events and the namespace. Built
+//! here and nowhere else, so a rename is one edit and a typo cannot split a
+//! room in two.
+
+use uuid::Uuid;
+
+/// The namespace every client connects to.
+pub const NAMESPACE: &str = "/notifications";
+
+/// Rooms a socket joins; see CONTRACT §3 "On connect".
+pub mod room {
+    use super::Uuid;
+
+    pub const ADMIN: &str = "admin";
+
+    /// Every authenticated socket, for notifications addressed to `all`.
+    /// Sockets join it with their other rooms, after the connect sequence,
+    /// so a broadcast never reaches a socket that is still catching up.
+    pub const ALL: &str = "all";
+
+    pub fn user(id: Uuid) -> String {
+        format!("user:{id}")
+    }
+
+    pub fn sector(id: Uuid) -> String {
+        format!("sector:{id}")
+    }
+}
+
+/// Events herald emits.
+pub mod emit {
+    pub const NOTIFICATION_NEW: &str = "notification:new";
+    pub const NOTIFICATION_READ: &str = "notification:read";
+    pub const NOTIFICATION_RETRACTED: &str = "notification:retracted";
+    pub const NOTIFICATION_COUNT: &str = "notification:count";
+    pub const CONNECTION_SUCCESS: &str = "connection:success";
+    pub const SYNC_RESET: &str = "sync:reset";
+    pub const SESSION_EXPIRED: &str = "session:expired";
+}
+
+/// Events clients send, each answered through its acknowledgement.
+pub mod on {
+    pub const MARK_READ: &str = "mark.read";
+    pub const MARK_DELIVERED: &str = "mark.delivered";
+    pub const MARK_ALL_READ: &str = "mark.all_read";
+    pub const NOTIFICATIONS_LIST: &str = "notifications.list";
+    pub const AUTH_REFRESH: &str = "auth.refresh";
+}
+
+/// Kinds of rows in `herald.events`, as the triggers write them.
+pub mod kind {
+    pub const NOTIFICATION_CREATED: &str = "notification.created";
+    pub const NOTIFICATION_READ: &str = "notification.read";
+    pub const NOTIFICATION_RETRACTED: &str = "notification.retracted";
+    pub const USER_UPDATED: &str = "user.updated";
+}

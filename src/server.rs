@@ -1,0 +1,112 @@
+//! The server: wires configuration, database, tail, gateway and HTTP
+//! together around a bound listener and a shutdown future, so tests own
+//! both (port 0, and a signal of their choosing).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::gateway::counts::Counts;
+use crate::gateway::dispatch::Dispatcher;
+use crate::gateway::presence::Presence;
+use crate::gateway::{self, Gateway, Shared};
+use crate::{db, deliveries, http};
+
+/// Query connections: handlers, counts, deliveries. The listener has its own.
+const POOL_SIZE: usize = 16;
+/// How long open connections get to finish once shutdown begins.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Serves until `shutdown` resolves, then closes every socket, stops the
+/// background tasks and flushes queued delivery records.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    if config.migrate {
+        db::migrate(&config.database_url).await?;
+    }
+    let pool = db::pool(&config.database_url, POOL_SIZE)?;
+    let (tail, tail_handle) = crate::log::tail::start(&config.listen_url).await?;
+    let (delivery_queue, delivery_writer) = deliveries::spawn(pool.clone());
+    let presence = Arc::new(Presence::default());
+    let counts = Counts::default();
+    let stop = CancellationToken::new();
+
+    let gateway = Gateway::new(Shared {
+        pool: pool.clone(),
+        jwt: config.jwt.clone(),
+        admin_roles: config.admin_roles.clone(),
+        pending_limit: config.pending_limit,
+        max_sockets_per_user: config.max_sockets_per_user,
+        presence: presence.clone(),
+        tail: tail_handle.clone(),
+        counts: counts.clone(),
+    });
+    let (socket_layer, io) = gateway::layer(gateway);
+
+    let dispatcher = Arc::new(Dispatcher {
+        io: io.clone(),
+        presence: presence.clone(),
+        deliveries: delivery_queue,
+        counts: counts.clone(),
+        admin_roles: config.admin_roles.clone(),
+    });
+    let tail_task = tokio::spawn(tail.run(dispatcher, stop.clone().cancelled_owned()));
+    tokio::spawn(
+        counts
+            .clone()
+            .run(pool.clone(), io.clone(), presence.clone(), stop.clone()),
+    );
+    tokio::spawn(counts.watch_expiries(pool.clone(), presence, stop.clone()));
+
+    let cors = Arc::new(config.cors.clone());
+    let app = http::router(http::HttpState {
+        pool,
+        listener: tail_handle.health.clone(),
+        cors: cors.clone(),
+    });
+    let app = http::guard_socket_io(app.layer(socket_layer), cors);
+
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "herald listening");
+    let listener = listener.tap_io(|tcp| {
+        // Small pushes must not wait for Nagle's algorithm.
+        let _ = tcp.set_nodelay(true);
+    });
+
+    let closing = {
+        let stop = stop.clone();
+        let io = io.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            stop.cancel();
+            io.close().await;
+        }
+    };
+    let served = axum::serve(listener, app).with_graceful_shutdown(closing);
+    let result = tokio::select! {
+        result = served => result.context("serving HTTP"),
+        () = async { stop.cancelled().await; tokio::time::sleep(DRAIN).await } => {
+            tracing::warn!("connections still open after the drain period; closing anyway");
+            Ok(())
+        }
+    };
+    stop.cancel();
+    // The tail owns the dispatcher and with it the delivery queue's sender;
+    // once it ends the writer drains what is queued and stops.
+    let _ = tail_task.await;
+    if tokio::time::timeout(DRAIN, delivery_writer).await.is_err() {
+        tracing::warn!("delivery writer did not finish in time");
+    }
+    tracing::info!("herald stopped");
+    result
+}

@@ -1,0 +1,78 @@
+//! Prometheus metrics: one function per thing herald counts, so names and
+//! labels are written once. The recorder is process-wide; `/metrics`
+//! renders it.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the recorder once per process; later calls share it.
+pub fn handle() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ])
+                .ok()?
+                .install_recorder()
+                .ok()
+        })
+        .as_ref()
+}
+
+pub fn listener_reconnect() {
+    counter!("herald_listener_reconnects_total").increment(1);
+}
+
+pub fn step_finished(events: usize, took: Duration) {
+    counter!("herald_log_steps_total").increment(1);
+    counter!("herald_events_tailed_total").increment(events as u64);
+    histogram!("herald_log_step_seconds").record(took.as_secs_f64());
+}
+
+pub fn event_tailed(kind: &'static str, lag: Duration) {
+    counter!("herald_events_by_kind_total", "kind" => kind).increment(1);
+    histogram!("herald_listener_lag_seconds").record(lag.as_secs_f64());
+}
+
+pub fn pushed(event: &'static str) {
+    counter!("herald_pushes_total", "event" => event).increment(1);
+}
+
+pub fn queue_overflow(sockets: usize) {
+    counter!("herald_socket_queue_overflows_total").increment(sockets as u64);
+}
+
+pub fn connected() {
+    counter!("herald_connects_total").increment(1);
+}
+
+pub fn refused(reason: &'static str) {
+    counter!("herald_connects_refused_total", "reason" => reason).increment(1);
+}
+
+pub fn online(users: usize, sockets: usize) {
+    gauge!("herald_online_users").set(users as f64);
+    gauge!("herald_connected_sockets").set(sockets as f64);
+}
+
+pub fn client_event(event: &'static str, outcome: &'static str) {
+    counter!("herald_client_events_total", "event" => event, "outcome" => outcome).increment(1);
+}
+
+pub fn deliveries_recorded(rows: usize) {
+    counter!("herald_deliveries_recorded_total").increment(rows as u64);
+}
+
+pub fn deliveries_dropped(rows: usize) {
+    counter!("herald_deliveries_dropped_total").increment(rows as u64);
+}
+
+pub fn delivery_lag(rows: usize) {
+    gauge!("herald_delivery_queue_depth").set(rows as f64);
+}

@@ -1,0 +1,158 @@
+//! What travels to clients: the JSON payloads of socket events, acks and
+//! REST answers, in the contract's camelCase, with `null` for every field
+//! that has no value (never omitted).
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+/// A notification as `notification:new` carries it.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Notification {
+    pub id: Uuid,
+    pub audience: String,
+    pub kind: String,
+    pub importance: String,
+    pub title: String,
+    pub message: String,
+    pub action_url: Option<String>,
+    pub data: serde_json::Value,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+}
+
+/// `notification:new`: the notification and the event that announced it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewNotification<'a> {
+    #[serde(flatten)]
+    pub notification: &'a Notification,
+    pub event_id: Option<&'a str>,
+}
+
+/// An item of `notifications.list`: the notification and when it was read.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListedNotification {
+    #[serde(flatten)]
+    pub notification: Notification,
+    pub read_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationRead<'a> {
+    pub notification_id: Uuid,
+    pub read_at: &'a str,
+    pub event_id: &'a str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationRetracted<'a> {
+    pub notification_id: Uuid,
+    pub event_id: &'a str,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Count {
+    pub count: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionSuccess {
+    pub user_id: Uuid,
+    pub user_name: String,
+    pub timestamp: String,
+    pub unread_count: i64,
+    pub last_event_id: String,
+}
+
+/// `{}`: the payload of `sync:reset` and `session:expired`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Empty {}
+
+/// A failed ack: `{success: false, error: {code, message}}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    pub success: bool,
+    pub error: ErrorBody,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorBody {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            success: false,
+            error: ErrorBody {
+                code,
+                message: message.into(),
+            },
+        }
+    }
+}
+
+/// Formats a time as the contract's RFC 3339 UTC form with microseconds.
+pub fn rfc3339(at: OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    let micros = at.microsecond();
+    let whole = at.replace_nanosecond(0).unwrap_or(at);
+    // Rfc3339 prints `Z` for UTC; splice microseconds in front of it.
+    match whole.format(&Rfc3339) {
+        Ok(text) => match text.strip_suffix('Z') {
+            Some(base) => format!("{base}.{micros:06}Z"),
+            None => text,
+        },
+        Err(_) => String::new(),
+    }
+}
+
+/// The current time in the contract's format.
+pub fn now() -> String {
+    rfc3339(OffsetDateTime::now_utc())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_utc_with_microseconds() {
+        let at = time::macros::datetime!(2026-11-27 10:18:14.123456789 +01:00);
+        assert_eq!(rfc3339(at), "2026-11-27T09:18:14.123456Z");
+        let whole = time::macros::datetime!(2026-11-27 09:18:14 UTC);
+        assert_eq!(rfc3339(whole), "2026-11-27T09:18:14.000000Z");
+    }
+
+    #[test]
+    fn absent_fields_are_null_not_omitted() {
+        let n = Notification {
+            id: Uuid::nil(),
+            audience: "user".into(),
+            kind: "general".into(),
+            importance: "normal".into(),
+            title: "t".into(),
+            message: String::new(),
+            action_url: None,
+            data: serde_json::json!({}),
+            created_at: "2026-11-27T09:18:14.000000Z".into(),
+            expires_at: None,
+        };
+        let json = serde_json::to_value(NewNotification {
+            notification: &n,
+            event_id: None,
+        })
+        .unwrap();
+        for field in ["actionUrl", "expiresAt", "eventId"] {
+            assert_eq!(json.get(field), Some(&serde_json::Value::Null), "{field}");
+        }
+    }
+}
