@@ -1,0 +1,198 @@
+//! The command line, run as a real process.
+
+use std::process::Command;
+
+use uuid::Uuid;
+
+use crate::helpers::{SECRET, TestDb, insert_user};
+
+fn herald() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "warn");
+    command
+}
+
+#[test]
+fn token_prints_a_jwt_that_verifies_with_the_configured_secret() {
+    let user = Uuid::new_v4();
+    let output = herald()
+        .args(["token", "--user", &user.to_string(), "--ttl", "2h"])
+        .env("JWT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = String::from_utf8(output.stdout).unwrap();
+    let verified = herald::auth::JwtConfig::hs256(SECRET.as_bytes())
+        .verify(token.trim())
+        .unwrap();
+    assert_eq!(verified.user_id, user);
+    let ttl = verified.expires_at - herald::auth::unix_now();
+    assert!((7100..=7200).contains(&ttl), "ttl {ttl}");
+    // Another secret does not accept it.
+    assert!(
+        herald::auth::JwtConfig::hs256(b"some-other-secret-entirely")
+            .verify(token.trim())
+            .is_err()
+    );
+}
+
+#[test]
+fn a_missing_or_malformed_setting_is_one_line_naming_the_variable() {
+    let cases: [(&[(&str, &str)], &str); 4] = [
+        (&[], "JWT_SECRET is required"),
+        (
+            &[("JWT_SECRET", SECRET), ("JWT_LEEWAY", "soon")],
+            "invalid JWT_LEEWAY",
+        ),
+        (
+            &[("JWT_SECRET", SECRET), ("JWT_ALGORITHM", "RS256")],
+            "invalid JWT_ALGORITHM",
+        ),
+        (
+            &[
+                ("JWT_PUBLIC_KEY_FILE", "/nonexistent.pem"),
+                ("JWT_ALGORITHM", "RS256"),
+            ],
+            "invalid JWT_PUBLIC_KEY_FILE",
+        ),
+    ];
+    for (env, expected) in cases {
+        let output = herald()
+            .args(["token", "--user", &Uuid::new_v4().to_string()])
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+    let output = herald()
+        .args(["serve"])
+        .envs([
+            ("DATABASE_URL", "postgres://localhost/x"),
+            ("JWT_SECRET", SECRET),
+            ("PORT", "eighty"),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        !output.status.success() && stderr.contains("invalid PORT"),
+        "{stderr}"
+    );
+    let output = herald().args(["migrate"]).output().unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        !output.status.success() && stderr.contains("DATABASE_URL is required"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn send_inserts_the_row_it_describes() {
+    let db = TestDb::migrated().await;
+    let pg = db.client().await;
+    let user = insert_user(&pg, "Ada", "USER", None).await;
+    let output = herald()
+        .args([
+            "send",
+            "--user",
+            &user.to_string(),
+            "--title",
+            "Invoice ready",
+            "--message",
+            "March",
+            "--kind",
+            "billing.invoice",
+            "--importance",
+            "high",
+            "--data",
+            r#"{"invoice": 42}"#,
+        ])
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let id: Uuid = String::from_utf8(output.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let row = pg
+        .query_one(
+            "select audience, user_id, title, message, kind, importance, data from herald.notifications where id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "user");
+    assert_eq!(row.get::<_, Option<Uuid>>(1), Some(user));
+    assert_eq!(row.get::<_, String>(2), "Invoice ready");
+    assert_eq!(row.get::<_, String>(3), "March");
+    assert_eq!(row.get::<_, String>(4), "billing.invoice");
+    assert_eq!(row.get::<_, String>(5), "high");
+    assert_eq!(
+        row.get::<_, serde_json::Value>(6),
+        serde_json::json!({"invoice": 42})
+    );
+
+    let sector = Uuid::new_v4();
+    let output = herald()
+        .args([
+            "send",
+            "--sector",
+            &sector.to_string(),
+            "--title",
+            "Sector news",
+        ])
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let audience: String = pg
+        .query_one(
+            "select audience from herald.notifications where sector_id = $1",
+            &[&sector],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(audience, "sector");
+
+    // A bad row is refused with its constraint's name, and nothing is written.
+    let output = herald()
+        .args(["send", "--all", "--title", "x", "--importance", "critical"])
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        !output.status.success() && stderr.contains("notifications_importance_valid"),
+        "{stderr}"
+    );
+    // Targets are exclusive and required.
+    let output = herald()
+        .args(["send", "--all", "--admin", "--title", "x"])
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let count: i64 = pg
+        .query_one("select count(*) from herald.notifications", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 2);
+}

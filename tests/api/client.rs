@@ -1,0 +1,246 @@
+//! A minimal Socket.IO v5 / Engine.IO v4 client over WebSocket, enough to
+//! drive herald's namespace from tests: connect with auth, receive events in
+//! order, emit with acknowledgements, answer pings, send raw packets.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const NS: &str = "/notifications";
+pub const WAIT: Duration = Duration::from_secs(5);
+
+type Acks = Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>;
+
+pub struct SioClient {
+    out: mpsc::UnboundedSender<Message>,
+    events: mpsc::UnboundedReceiver<(String, Value)>,
+    acks: Acks,
+    next_ack: AtomicU64,
+    closed: Arc<tokio::sync::Notify>,
+    open: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// How to connect.
+#[derive(Default, Clone)]
+pub struct Connect {
+    pub auth: Option<Value>,
+    pub query: Option<String>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Connect {
+    pub fn token(token: &str) -> Self {
+        Self {
+            auth: Some(serde_json::json!({"token": token})),
+            ..Self::default()
+        }
+    }
+}
+
+/// Connects; `Err` carries the `connect_error` message.
+pub async fn connect(address: SocketAddr, options: Connect) -> Result<SioClient, String> {
+    let mut url = format!("ws://{address}/socket.io/?EIO=4&transport=websocket");
+    if let Some(query) = &options.query {
+        url.push('&');
+        url.push_str(query);
+    }
+    let mut request = url.into_client_request().unwrap();
+    for (name, value) in &options.headers {
+        request.headers_mut().insert(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            http::HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    let (ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .map_err(|e| format!("websocket: {e}"))?;
+    let (mut sink, mut stream) = ws.split();
+
+    // Engine.IO open packet, then the namespace connect.
+    let open = next_text(&mut stream).await.ok_or("no open packet")?;
+    assert!(open.starts_with('0'), "unexpected first packet {open}");
+    let auth = options.auth.map(|a| a.to_string()).unwrap_or_default();
+    sink.send(Message::text(format!("40{NS},{auth}")))
+        .await
+        .map_err(|e| e.to_string())?;
+    loop {
+        let packet = next_text(&mut stream)
+            .await
+            .ok_or("closed during connect")?;
+        if packet == "2" {
+            sink.send(Message::text("3"))
+                .await
+                .map_err(|e| e.to_string())?;
+        } else if let Some(rest) = packet.strip_prefix(&format!("40{NS},")) {
+            let _ = rest;
+            break;
+        } else if let Some(rest) = packet.strip_prefix(&format!("44{NS},")) {
+            let error: Value = serde_json::from_str(rest).map_err(|e| e.to_string())?;
+            return Err(error["message"].as_str().unwrap_or_default().to_owned());
+        } else {
+            return Err(format!("unexpected packet during connect: {packet}"));
+        }
+    }
+
+    let (out, mut out_rx) = mpsc::unbounded_channel::<Message>();
+    let (events_tx, events) = mpsc::unbounded_channel();
+    let acks: Acks = Arc::default();
+    let closed = Arc::new(tokio::sync::Notify::new());
+    let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    tokio::spawn(async move {
+        while let Some(message) = out_rx.recv().await {
+            if sink.send(message).await.is_err() {
+                break;
+            }
+        }
+    });
+    {
+        let out = out.clone();
+        let acks = acks.clone();
+        let closed = closed.clone();
+        let open = open.clone();
+        tokio::spawn(async move {
+            while let Some(packet) = next_text(&mut stream).await {
+                if packet == "2" {
+                    let _ = out.send(Message::text("3"));
+                } else if let Some(rest) = packet.strip_prefix(&format!("42{NS},")) {
+                    let mut array: Vec<Value> = serde_json::from_str(rest).expect("event array");
+                    let name = array.remove(0).as_str().unwrap_or_default().to_owned();
+                    let data = array.into_iter().next().unwrap_or(Value::Null);
+                    let _ = events_tx.send((name, data));
+                } else if let Some(rest) = packet.strip_prefix(&format!("43{NS},")) {
+                    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                    let id: u64 = digits.parse().expect("ack id");
+                    let array: Vec<Value> =
+                        serde_json::from_str(&rest[digits.len()..]).expect("ack array");
+                    if let Some(tx) = acks.lock().unwrap().remove(&id) {
+                        let _ = tx.send(array.into_iter().next().unwrap_or(Value::Null));
+                    }
+                } else if packet.starts_with(&format!("41{NS}")) || packet == "1" {
+                    break;
+                }
+            }
+            open.store(false, Ordering::SeqCst);
+            closed.notify_waiters();
+            closed.notify_one();
+        });
+    }
+    Ok(SioClient {
+        out,
+        events,
+        acks,
+        next_ack: AtomicU64::new(1),
+        closed,
+        open,
+    })
+}
+
+async fn next_text<S>(stream: &mut S) -> Option<String>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        match stream.next().await? {
+            Ok(Message::Text(text)) => return Some(text.to_string()),
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+}
+
+impl SioClient {
+    /// The next event, in arrival order.
+    pub async fn next(&mut self) -> (String, Value) {
+        tokio::time::timeout(WAIT, self.events.recv())
+            .await
+            .expect("no event within 5 s")
+            .expect("socket closed")
+    }
+
+    /// The next event, which must be `name`.
+    pub async fn expect(&mut self, name: &str) -> Value {
+        let (event, data) = self.next().await;
+        assert_eq!(event, name, "expected {name}, got {event} {data}");
+        data
+    }
+
+    /// Skips events until `name` arrives.
+    pub async fn wait_for(&mut self, name: &str) -> Value {
+        loop {
+            let (event, data) = self.next().await;
+            if event == name {
+                return data;
+            }
+        }
+    }
+
+    /// Events received within `window`, without waiting for more.
+    pub async fn drain(&mut self, window: Duration) -> Vec<(String, Value)> {
+        let mut events = Vec::new();
+        let deadline = tokio::time::Instant::now() + window;
+        while let Ok(Some(event)) = tokio::time::timeout_at(deadline, self.events.recv()).await {
+            events.push(event);
+        }
+        events
+    }
+
+    /// Waits for the connect sequence to end.
+    pub async fn connected(&mut self) -> Value {
+        self.wait_for("connection:success").await
+    }
+
+    /// Emits with an acknowledgement and waits for it.
+    pub async fn ack(&self, event: &str, data: Option<Value>) -> Value {
+        let id = self.next_ack.fetch_add(1, Ordering::SeqCst);
+        let (tx, rx) = oneshot::channel();
+        self.acks.lock().unwrap().insert(id, tx);
+        let args = match data {
+            Some(data) => serde_json::json!([event, data]),
+            None => serde_json::json!([event]),
+        };
+        self.raw(&format!("42{NS},{id}{args}"));
+        tokio::time::timeout(WAIT, rx)
+            .await
+            .expect("no ack within 5 s")
+            .expect("socket closed")
+    }
+
+    /// Sends a raw Engine.IO packet.
+    pub fn raw(&self, packet: &str) {
+        let _ = self.out.send(Message::text(packet.to_owned()));
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the server closes the socket.
+    pub async fn closed(&self) {
+        if !self.is_open() {
+            return;
+        }
+        tokio::time::timeout(WAIT, async {
+            while self.is_open() {
+                tokio::select! {
+                    () = self.closed.notified() => {}
+                    () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                }
+            }
+        })
+        .await
+        .expect("socket still open after 5 s");
+    }
+
+    pub fn close(&self) {
+        let _ = self.out.send(Message::text(format!("41{NS},")));
+        let _ = self.out.send(Message::Close(None));
+    }
+}

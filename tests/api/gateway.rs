@@ -1,0 +1,901 @@
+//! The Socket.IO gateway, driven by real clients over WebSocket.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::client::{Connect, SioClient, connect};
+use crate::helpers::{ORIGIN, SECRET, TestApp};
+
+/// Quiet time after which "nothing else arrived" is believed.
+const QUIET: Duration = Duration::from_millis(400);
+
+async fn online(app: &TestApp, user: Uuid) -> SioClient {
+    let mut client = connect(app.address, Connect::token(&app.token(user)))
+        .await
+        .expect("connects");
+    client.connected().await;
+    client
+}
+
+fn sign(claims: Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn titles(events: &[(String, Value)], name: &str) -> Vec<String> {
+    events
+        .iter()
+        .filter(|(e, _)| e == name)
+        .map(|(_, d)| d["title"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_token_is_read_from_auth_then_query_then_authorization_header() {
+    let app = TestApp::spawn().await;
+    let user = app.user("Ada", "USER", None).await;
+    let token = app.token(user);
+    let ways = [
+        Connect::token(&token),
+        Connect {
+            query: Some(format!("token={token}")),
+            ..Connect::default()
+        },
+        Connect {
+            headers: vec![("authorization".into(), format!("Bearer {token}"))],
+            ..Connect::default()
+        },
+        // auth wins over a bad query token
+        Connect {
+            auth: Some(json!({"token": token})),
+            query: Some("token=garbage".into()),
+            ..Connect::default()
+        },
+    ];
+    for way in ways {
+        let mut client = connect(app.address, way).await.expect("connects");
+        let success = client.connected().await;
+        assert_eq!(success["userId"], json!(user));
+    }
+}
+
+#[tokio::test]
+async fn every_refusal_reaches_the_client_with_the_contract_message() {
+    let app = TestApp::spawn_with(|c| c.max_sockets_per_user = 2).await;
+    let user = app.user("Ada", "USER", None).await;
+    let inactive = app.user("Gone", "USER", None).await;
+    app.pg
+        .execute(
+            "update herald.users set is_active = false where id = $1",
+            &[&inactive],
+        )
+        .await
+        .unwrap();
+    let now = herald::auth::unix_now();
+    let cases = [
+        (Connect::default(), "missing_token"),
+        (Connect::token("not-a-jwt"), "invalid_token"),
+        (
+            Connect::token(&sign(
+                json!({"sub": user, "exp": now + 60}),
+                "another-secret-entirely",
+            )),
+            "invalid_token",
+        ),
+        (
+            Connect::token(&sign(
+                json!({"sub": user, "exp": now + 60, "nbf": now + 600}),
+                SECRET,
+            )),
+            "invalid_token",
+        ),
+        (
+            Connect::token(&sign(json!({"sub": user, "exp": now - 60}), SECRET)),
+            "token_expired",
+        ),
+        (Connect::token(&app.token(Uuid::new_v4())), "user_not_found"),
+        (Connect::token(&app.token(inactive)), "user_inactive"),
+    ];
+    for (way, expected) in cases {
+        let error = connect(app.address, way).await.err();
+        assert_eq!(error.as_deref(), Some(expected));
+    }
+    let _first = online(&app, user).await;
+    let _second = online(&app, user).await;
+    let third = connect(app.address, Connect::token(&app.token(user)))
+        .await
+        .err();
+    assert_eq!(third.as_deref(), Some("too_many_connections"));
+    // A slot comes free when a socket leaves.
+    _first.close();
+    drop(_first);
+    let mut again = None;
+    for _ in 0..50 {
+        if let Ok(client) = connect(app.address, Connect::token(&app.token(user))).await {
+            again = Some(client);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(again.is_some(), "the freed slot was not reusable");
+}
+
+#[tokio::test]
+async fn the_connect_sequence_pushes_unread_newest_first_then_count_then_success() {
+    let app = TestApp::spawn_with(|c| c.pending_limit = 3).await;
+    let user = app.user("Ada Lovelace", "USER", None).await;
+    let other = app.user("Bob", "USER", None).await;
+    let mut ids = Vec::new();
+    for title in ["one", "two", "three", "four"] {
+        ids.push(app.notify(user, title).await);
+    }
+    let read = app.notify(user, "read").await;
+    app.pg
+        .execute(
+            "insert into herald.notification_seen (notification_id, user_id) values ($1, $2)",
+            &[&read, &user],
+        )
+        .await
+        .unwrap();
+    let retracted = app.notify(user, "retracted").await;
+    app.pg
+        .execute(
+            "update herald.notifications set retracted_at = now() where id = $1",
+            &[&retracted],
+        )
+        .await
+        .unwrap();
+    app.pg
+        .execute(
+            "insert into herald.notifications (user_id, title, created_at, expires_at) values ($1, 'expired', now() - interval '1 hour', now() - interval '1 minute')",
+            &[&user],
+        )
+        .await
+        .unwrap();
+    app.notify(other, "not yours").await;
+
+    let mut client = connect(app.address, Connect::token(&app.token(user)))
+        .await
+        .unwrap();
+    let mut pushed = Vec::new();
+    for _ in 0..3 {
+        let n = client.expect("notification:new").await;
+        assert!(
+            n["eventId"].is_string(),
+            "pending pushes carry their creation event: {n}"
+        );
+        for field in [
+            "id",
+            "audience",
+            "kind",
+            "importance",
+            "title",
+            "message",
+            "actionUrl",
+            "data",
+            "createdAt",
+            "expiresAt",
+            "eventId",
+        ] {
+            assert!(n.get(field).is_some(), "{field} missing from {n}");
+        }
+        pushed.push(n["title"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(pushed, ["four", "three", "two"]);
+    assert_eq!(
+        client.expect("notification:count").await,
+        json!({"count": 4})
+    );
+    let success = client.expect("connection:success").await;
+    assert_eq!(success["userId"], json!(user));
+    assert_eq!(success["userName"], "Ada Lovelace");
+    assert_eq!(success["unreadCount"], 4);
+    assert!(success["lastEventId"].is_string());
+    assert!(success["timestamp"].as_str().unwrap().ends_with('Z'));
+    assert!(client.drain(QUIET).await.is_empty());
+}
+
+#[tokio::test]
+async fn each_audience_reaches_exactly_its_sockets() {
+    let app = TestApp::spawn().await;
+    let (s1, s2) = (Uuid::new_v4(), Uuid::new_v4());
+    let ada = app.user("Ada", "USER", Some(s1)).await;
+    let bob = app.user("Bob", "USER", Some(s2)).await;
+    let grace = app.user("Grace", "ADMIN", None).await;
+    let mut clients = [
+        online(&app, ada).await,
+        online(&app, bob).await,
+        online(&app, grace).await,
+    ];
+
+    app.notify(ada, "for ada").await;
+    app.broadcast("sector", Some(s1), "for sector one").await;
+    app.broadcast("sector", Some(Uuid::new_v4()), "for nobody online")
+        .await;
+    app.broadcast("admin", None, "for admins").await;
+    app.broadcast("all", None, "for all").await;
+
+    let expected = [
+        vec!["for ada", "for sector one", "for all"],
+        vec!["for all"],
+        vec!["for admins", "for all"],
+    ];
+    for (client, expected) in clients.iter_mut().zip(expected) {
+        let mut got = Vec::new();
+        while got.len() < expected.len() {
+            let (event, data) = client.next().await;
+            if event == "notification:new" {
+                assert!(data["eventId"].as_str().is_some_and(|id| !id.is_empty()));
+                got.push(data["title"].as_str().unwrap().to_owned());
+            }
+        }
+        assert_eq!(got, expected);
+        let rest = client.drain(QUIET).await;
+        assert!(
+            titles(&rest, "notification:new").is_empty(),
+            "unexpected pushes: {rest:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_committed_row_reaches_the_socket_within_milliseconds() {
+    let app = TestApp::spawn().await;
+    let user = app.user("Ada", "USER", None).await;
+    let mut client = online(&app, user).await;
+    let mut took = Vec::new();
+    for i in 0..20 {
+        let started = Instant::now();
+        app.notify(user, &format!("n{i}")).await;
+        client.wait_for("notification:new").await;
+        took.push(started.elapsed());
+    }
+    took.sort();
+    println!(
+        "insert+commit -> notification:new: p50 {:?}, max {:?}",
+        took[10], took[19]
+    );
+    // A generous bound: "pushed by the NOTIFY" versus "waited for something".
+    assert!(
+        took[10] < Duration::from_millis(250),
+        "median {:?}",
+        took[10]
+    );
+}
+
+#[tokio::test]
+async fn a_transaction_left_open_delays_only_itself_and_is_delivered_at_its_commit() {
+    let app = TestApp::spawn().await;
+    let user = app.user("Ada", "USER", None).await;
+    let mut client = online(&app, user).await;
+
+    let mut early = crate::helpers::connect(&app.db.url).await;
+    let t1 = early.transaction().await.unwrap();
+    t1.execute(
+        "insert into herald.notifications (user_id, title) values ($1, 'early')",
+        &[&user],
+    )
+    .await
+    .unwrap();
+
+    let started = Instant::now();
+    app.notify(user, "late").await;
+    let n = client.wait_for("notification:new").await;
+    assert_eq!(n["title"], "late");
+    assert!(
+        started.elapsed() < Duration::from_millis(250),
+        "T2 waited {:?} for T1",
+        started.elapsed()
+    );
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let committed = Instant::now();
+    t1.commit().await.unwrap();
+    let n = client.wait_for("notification:new").await;
+    assert_eq!(n["title"], "early");
+    assert!(
+        committed.elapsed() < Duration::from_millis(250),
+        "T1 arrived {:?} after its commit",
+        committed.elapsed()
+    );
+
+    // A rolled-back insert is never delivered and stalls nothing.
+    let t3 = early.transaction().await.unwrap();
+    t3.execute(
+        "insert into herald.notifications (user_id, title) values ($1, 'rolled back')",
+        &[&user],
+    )
+    .await
+    .unwrap();
+    t3.rollback().await.unwrap();
+    app.notify(user, "after rollback").await;
+    assert_eq!(
+        client.wait_for("notification:new").await["title"],
+        "after rollback"
+    );
+    assert!(titles(&client.drain(QUIET).await, "notification:new").is_empty());
+}
+
+#[tokio::test]
+async fn two_devices_both_receive_and_a_read_on_one_reaches_both() {
+    let app = TestApp::spawn().await;
+    let user = app.user("Ada", "USER", None).await;
+    let mut phone = online(&app, user).await;
+    let mut laptop = online(&app, user).await;
+    let id = app.notify(user, "hello").await;
+    for device in [&mut phone, &mut laptop] {
+        assert_eq!(device.wait_for("notification:new").await["id"], json!(id));
+        assert_eq!(
+            device.wait_for("notification:count").await,
+            json!({"count": 1})
+        );
+    }
+    let ack = phone
+        .ack("mark.read", Some(json!({"notificationId": id})))
+        .await;
+    assert_eq!(ack["success"], true);
+    for device in [&mut phone, &mut laptop] {
+        let read = device.wait_for("notification:read").await;
+        assert_eq!(read["notificationId"], json!(id));
+        assert_eq!(read["readAt"], ack["readAt"]);
+        assert!(read["eventId"].is_string());
+        assert_eq!(
+            device.wait_for("notification:count").await,
+            json!({"count": 0})
+        );
+    }
+}
+
+#[tokio::test]
+async fn mark_read_acks_success_is_idempotent_and_refuses_what_is_not_yours() {
+    let app = TestApp::spawn().await;
+    let user = app.user("Ada", "USER", None).await;
+    let other = app.user("Bob", "USER", None).await;
+    let mine = app.notify(user, "mine").await;
+    let theirs = app.notify(other, "theirs").await;
+    let client = online(&app, user).await;
+
+    let first = client
+        .ack("mark.read", Some(json!({"notificationId": mine})))
+        .await;
+    assert_eq!(first["success"], true);
+    assert_eq!(first["notificationId"], json!(mine));
+    assert!(first["readAt"].as_str().unwrap().ends_with('Z'));
+    let second = client
+        .ack("mark.read", Some(json!({"notificationId": mine})))
+        .await;
+    assert_eq!(
+        second, first,
+        "a second read changes nothing and answers the first readAt"
+    );
+    let seen: i64 = app
+        .pg
+        .query_one("select count(*) from herald.notification_seen", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(seen, 1);
+
+    for id in [theirs, Uuid::new_v4()] {
+        let ack = client
+            .ack("mark.read", Some(json!({"notificationId": id})))
+            .await;
+        assert_eq!(ack["success"], false);
+        assert_eq!(ack["error"]["code"], "not_found");
+        assert!(ack["error"]["message"].is_string());
+    }
+    let ack = client
+        .ack("mark.delivered", Some(json!({"notificationId": theirs})))
+        .await;
+    assert_eq!(ack["error"]["code"], "not_found");
+}
+
+#[tokio::test]
+async fn malformed_payloads_get_invalid_payload_and_the_socket_stays_up() {
+    let app = TestApp::spawn().await;
+    let user = app.user("Ada", "USER", None).await;
+    let mut client = online(&app, user).await;
+    let bad = [
+        Some(json!("a string")),
+        Some(Value::Null),
+        None,
+        Some(json!({})),
+        Some(json!({"notificationId": "not-a-uuid"})),
+        Some(json!({"notificationId": 42})),
+        Some(json!([1, 2, 3])),
+    ];
+    for event in ["mark.read", "mark.delivered"] {
+        for payload in &bad {
+            let ack = client.ack(event, payload.clone()).await;
+            assert_eq!(ack["success"], false, "{event} {payload:?}");
+            assert_eq!(
+                ack["error"]["code"], "invalid_payload",
+                "{event} {payload:?}"
+            );
+        }
+    }
+    for payload in [
+        json!({"limit": 0}),
+        json!({"limit": 101}),
+        json!({"limit": "ten"}),
+        json!({"before": "garbage"}),
+        json!({"unreadOnly": "yes"}),
+        json!("x"),
+    ] {
+        let ack = client
+            .ack("notifications.list", Some(payload.clone()))
+            .await;
+        assert_eq!(ack["error"]["code"], "invalid_payload", "{payload}");
+    }
+    for payload in [json!("x"), json!({}), json!({"token": 5})] {
+        let ack = client.ack("auth.refresh", Some(payload.clone())).await;
+        assert_eq!(ack["error"]["code"], "invalid_payload", "{payload}");
+    }
+    assert_eq!(
+        client.ack("mark.all_read", Some(json!("x"))).await["error"]["code"],
+        "invalid_payload"
+    );
+    // An unknown event is ignored.
+    client.raw("42/notifications,99[\"no.such.event\",{}]");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let id = app.notify(user, "still here").await;
+    assert_eq!(client.wait_for("notification:new").await["id"], json!(id));
+    // A packet that is not Socket.IO at all is a protocol error: like the
+    // reference server, herald closes that one connection and nothing else.
+    for garbage in [
+        "42/notifications,[\"mark.read\",",
+        "42/notifications,\"just a string\"",
+    ] {
+        let broken = online(&app, user).await;
+        broken.raw(garbage);
+        broken.closed().await;
+    }
+    assert!(client.is_open());
+    let ack = client
+        .ack("mark.read", Some(json!({"notificationId": id})))
+        .await;
+    assert_eq!(ack["success"], true);
+}
+
+#[tokio::test]
+async fn mark_all_read_and_counts_match_the_unread_query() {
+    let app = TestApp::spawn().await;
+    let sector = Uuid::new_v4();
+    let user = app.user("Ada", "USER", Some(sector)).await;
+    let mut client = online(&app, user).await;
+    app.notify(user, "a").await;
+    app.broadcast("sector", Some(sector), "b").await;
+    app.broadcast("all", None, "c").await;
+    let mut last = json!(null);
+    for _ in 0..3 {
+        client.wait_for("notification:new").await;
+    }
+    // Counts may be coalesced; the last one must match the database.
+    for (event, data) in client.drain(QUIET).await {
+        if event == "notification:count" {
+            last = data;
+        }
+    }
+    assert_eq!(last, json!({"count": 3}));
+    assert_eq!(app.unread_count(user, Some(sector), false).await, 3);
+
+    let ack = client.ack("mark.all_read", Some(json!({}))).await;
+    assert_eq!(ack, json!({"success": true, "count": 3}));
+    assert_eq!(
+        client.wait_for("notification:count").await,
+        json!({"count": 0})
+    );
+    let again = client.ack("mark.all_read", None).await;
+    assert_eq!(again["count"], 0);
+
+    // A retraction of an unread notification lowers the count.
+    let n = app.notify(user, "soon retracted").await;
+    assert_eq!(
+        client.wait_for("notification:count").await,
+        json!({"count": 1})
+    );
+    app.pg
+        .execute(
+            "update herald.notifications set retracted_at = now() where id = $1",
+            &[&n],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        client.wait_for("notification:retracted").await["notificationId"],
+        json!(n)
+    );
+    assert_eq!(
+        client.wait_for("notification:count").await,
+        json!({"count": 0})
+    );
+    assert_eq!(app.unread_count(user, Some(sector), false).await, 0);
+
+    // So does an expiry, within a few seconds.
+    app.pg
+        .execute("insert into herald.notifications (user_id, title, expires_at) values ($1, 'brief', now() + interval '1 second')", &[&user])
+        .await
+        .unwrap();
+    assert_eq!(
+        client.wait_for("notification:count").await,
+        json!({"count": 1})
+    );
+    assert_eq!(
+        client.wait_for("notification:count").await,
+        json!({"count": 0})
+    );
+}
+
+#[tokio::test]
+async fn notifications_list_pages_with_a_cursor_and_filters_unread() {
+    let app = TestApp::spawn().await;
+    let user = app.user("Ada", "USER", None).await;
+    let mut ids = Vec::new();
+    for i in 0..25 {
+        ids.push(app.notify(user, &format!("n{i:02}")).await);
+    }
+    let client = online(&app, user).await;
+    client
+        .ack("mark.read", Some(json!({"notificationId": ids[24]})))
+        .await;
+
+    let mut seen = Vec::new();
+    let mut cursor = Value::Null;
+    let mut pages = 0;
+    loop {
+        let mut request = json!({"limit": 10});
+        if !cursor.is_null() {
+            request["before"] = cursor.clone();
+        }
+        let page = client.ack("notifications.list", Some(request)).await;
+        assert_eq!(page["success"], true);
+        pages += 1;
+        for item in page["items"].as_array().unwrap() {
+            assert!(item.get("readAt").is_some());
+            seen.push(item["title"].as_str().unwrap().to_owned());
+        }
+        cursor = page["nextCursor"].clone();
+        if cursor.is_null() {
+            break;
+        }
+    }
+    assert_eq!(pages, 3);
+    let expected: Vec<String> = (0..25).rev().map(|i| format!("n{i:02}")).collect();
+    assert_eq!(seen, expected);
+
+    // A page that ends exactly at the last item has no next cursor.
+    let page = client
+        .ack("notifications.list", Some(json!({"limit": 25})))
+        .await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 25);
+    assert_eq!(page["nextCursor"], Value::Null);
+    let first = client
+        .ack("notifications.list", Some(json!({"limit": 1})))
+        .await;
+    assert!(first["items"][0]["readAt"].is_string(), "n24 was read");
+
+    let unread = client
+        .ack(
+            "notifications.list",
+            Some(json!({"unreadOnly": true, "limit": 100})),
+        )
+        .await;
+    let items = unread["items"].as_array().unwrap();
+    assert_eq!(items.len(), 24);
+    assert!(items.iter().all(|i| i["readAt"].is_null()));
+    let default = client.ack("notifications.list", None).await;
+    assert_eq!(default["items"].as_array().unwrap().len(), 20);
+}
+
+#[tokio::test]
+async fn mark_delivered_records_delivery_and_pushes_are_recorded_as_sent() {
+    let app = TestApp::spawn().await;
+    let user = app.user("Ada", "USER", None).await;
+    let mut client = online(&app, user).await;
+    let id = app.notify(user, "track me").await;
+    client.wait_for("notification:new").await;
+
+    let mut status = None;
+    for _ in 0..100 {
+        status = app
+            .pg
+            .query_opt("select status, sent_at is not null from herald.notification_deliveries where notification_id = $1 and user_id = $2", &[&id, &user])
+            .await
+            .unwrap()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, bool>(1)));
+        if status.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, Some(("SENT".to_owned(), true)));
+
+    let ack = client
+        .ack("mark.delivered", Some(json!({"notificationId": id})))
+        .await;
+    assert_eq!(ack, json!({"success": true, "notificationId": id}));
+    let row = app
+        .pg
+        .query_one("select status, sent_at is not null, delivered_at is not null from herald.notification_deliveries where notification_id = $1", &[&id])
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, String>(0),
+            row.get::<_, bool>(1),
+            row.get::<_, bool>(2)
+        ),
+        ("DELIVERED".to_owned(), true, true)
+    );
+
+    // A broadcast records one row per online recipient.
+    let bob = app.user("Bob", "USER", None).await;
+    let mut bob_client = online(&app, bob).await;
+    let all = app.broadcast("all", None, "everyone").await;
+    client.wait_for("notification:new").await;
+    bob_client.wait_for("notification:new").await;
+    let mut recipients: HashSet<Uuid> = HashSet::new();
+    for _ in 0..100 {
+        recipients = app
+            .pg
+            .query("select user_id from herald.notification_deliveries where notification_id = $1 and status = 'SENT'", &[&all])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if recipients.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(recipients, HashSet::from([user, bob]));
+}
+
+#[tokio::test]
+async fn auth_refresh_extends_the_session_only_for_the_same_user() {
+    let app = TestApp::spawn().await;
+    let user = app.user("Ada", "USER", None).await;
+    let other = app.user("Bob", "USER", None).await;
+    let client = online(&app, user).await;
+    let fresh = app.jwt.sign(user, Duration::from_secs(7200)).unwrap();
+    let ack = client
+        .ack("auth.refresh", Some(json!({"token": fresh})))
+        .await;
+    assert_eq!(ack["success"], true);
+    let expires = time::OffsetDateTime::parse(
+        ack["expiresAt"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let remaining = expires - time::OffsetDateTime::now_utc();
+    assert!(remaining > time::Duration::minutes(110), "{remaining}");
+    let ack = client
+        .ack("auth.refresh", Some(json!({"token": app.token(other)})))
+        .await;
+    assert_eq!(ack["error"]["code"], "invalid_token");
+    let ack = client
+        .ack("auth.refresh", Some(json!({"token": "garbage"})))
+        .await;
+    assert_eq!(ack["error"]["code"], "invalid_token");
+}
+
+#[tokio::test]
+async fn an_expired_session_is_told_and_disconnected() {
+    let app = TestApp::spawn_with(|c| {
+        c.jwt = herald::auth::JwtConfig::hs256(SECRET.as_bytes()).with_claims(
+            None,
+            None,
+            Duration::ZERO,
+        )
+    })
+    .await;
+    let user = app.user("Ada", "USER", None).await;
+    let token = app.jwt.sign(user, Duration::from_secs(2)).unwrap();
+    let mut client = connect(app.address, Connect::token(&token)).await.unwrap();
+    client.connected().await;
+    assert_eq!(client.wait_for("session:expired").await, json!({}));
+    client.closed().await;
+}
+
+#[tokio::test]
+async fn deactivation_disconnects_and_a_sector_change_moves_rooms() {
+    let app = TestApp::spawn().await;
+    let (old_sector, new_sector) = (Uuid::new_v4(), Uuid::new_v4());
+    let user = app.user("Ada", "USER", Some(old_sector)).await;
+    let mut client = online(&app, user).await;
+
+    app.pg
+        .execute(
+            "update herald.users set sector_id = $2 where id = $1",
+            &[&user, &new_sector],
+        )
+        .await
+        .unwrap();
+    // The move is applied in log order: anything inserted after it is routed by it.
+    app.broadcast("sector", Some(old_sector), "old sector")
+        .await;
+    app.broadcast("sector", Some(new_sector), "new sector")
+        .await;
+    assert_eq!(
+        client.wait_for("notification:new").await["title"],
+        "new sector"
+    );
+    assert!(titles(&client.drain(QUIET).await, "notification:new").is_empty());
+    assert!(client.is_open(), "a sector change must not reconnect");
+
+    app.pg
+        .execute(
+            "update herald.users set role = 'ADMIN' where id = $1",
+            &[&user],
+        )
+        .await
+        .unwrap();
+    app.broadcast("admin", None, "for admins").await;
+    assert_eq!(
+        client.wait_for("notification:new").await["title"],
+        "for admins"
+    );
+
+    app.pg
+        .execute(
+            "update herald.users set is_active = false where id = $1",
+            &[&user],
+        )
+        .await
+        .unwrap();
+    client.closed().await;
+    let again = connect(app.address, Connect::token(&app.token(user)))
+        .await
+        .err();
+    assert_eq!(again.as_deref(), Some("user_inactive"));
+}
+
+#[tokio::test]
+async fn nothing_is_lost_or_doubled_between_the_pending_push_and_the_live_stream() {
+    let app = TestApp::spawn().await;
+    let user = app.user("Ada", "USER", None).await;
+    // A writer inserts while clients connect; each client must see every
+    // notification exactly once, through the pending push or live.
+    let writer = {
+        let url = app.db.url.clone();
+        tokio::spawn(async move {
+            let pg = crate::helpers::connect(&url).await;
+            let mut ids = Vec::new();
+            for i in 0..150 {
+                let id: Uuid = pg
+                    .query_one("insert into herald.notifications (user_id, title) values ($1, $2) returning id", &[&user, &format!("w{i}")])
+                    .await
+                    .unwrap()
+                    .get(0);
+                ids.push(id);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            ids
+        })
+    };
+    let app = std::sync::Arc::new(app);
+    let mut readers = Vec::new();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for i in 0..6 {
+        let app = app.clone();
+        let done = done.clone();
+        readers.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(40 * i)).await;
+            let mut client = connect(app.address, Connect::token(&app.token(user)))
+                .await
+                .unwrap();
+            let (mut pending, mut live) = (Vec::new(), Vec::new());
+            let mut synced = false;
+            loop {
+                match tokio::time::timeout(Duration::from_millis(700), client.next()).await {
+                    Ok((event, data)) if event == "notification:new" => {
+                        let id: Uuid = data["id"].as_str().unwrap().parse().unwrap();
+                        if synced {
+                            live.push(id)
+                        } else {
+                            pending.push(id)
+                        }
+                    }
+                    Ok((event, _)) if event == "connection:success" => synced = true,
+                    Ok(_) => {}
+                    Err(_) if done.load(std::sync::atomic::Ordering::SeqCst) => break,
+                    Err(_) => {}
+                }
+            }
+            (pending, live)
+        }));
+    }
+    let written: Vec<Uuid> = writer.await.unwrap();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    for reader in readers {
+        let (pending, live) = reader.await.unwrap();
+        let received: Vec<Uuid> = pending.iter().chain(&live).copied().collect();
+        let unique: HashSet<Uuid> = received.iter().copied().collect();
+        assert_eq!(
+            unique.len(),
+            received.len(),
+            "a notification was delivered twice"
+        );
+        // The pending push holds the 50 newest unread at connect; everything
+        // from the oldest of them on must have arrived, in one way or the other.
+        let from = if pending.len() < 50 {
+            0
+        } else {
+            pending
+                .iter()
+                .filter_map(|id| written.iter().position(|w| w == id))
+                .min()
+                .unwrap()
+        };
+        let expected: HashSet<Uuid> = written[from..].iter().copied().collect();
+        assert_eq!(
+            unique,
+            expected,
+            "pending {} + live {} != written[{from}..]",
+            pending.len(),
+            live.len()
+        );
+    }
+}
+
+#[tokio::test]
+async fn websocket_upgrades_and_polling_from_foreign_origins_are_refused() {
+    let app = TestApp::spawn().await;
+    let user = app.user("Ada", "USER", None).await;
+    let token = app.token(user);
+    let foreign = connect(
+        app.address,
+        Connect {
+            headers: vec![("origin".into(), "http://evil.example".into())],
+            ..Connect::token(&token)
+        },
+    )
+    .await;
+    assert!(
+        foreign.err().is_some_and(|e| e.contains("403")),
+        "a foreign origin was let in"
+    );
+    let mut allowed = connect(
+        app.address,
+        Connect {
+            headers: vec![("origin".into(), ORIGIN.into())],
+            ..Connect::token(&token)
+        },
+    )
+    .await
+    .expect("allowed origin");
+    allowed.connected().await;
+
+    let http = reqwest::Client::new();
+    let polling = app.url("/socket.io/?EIO=4&transport=polling");
+    let refused = http
+        .get(&polling)
+        .header("origin", "http://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let body: Value = refused.json().await.unwrap();
+    assert!(body["error"]["code"].is_string());
+    let ok = http
+        .get(&polling)
+        .header("origin", ORIGIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(
+        ok.headers().get("access-control-allow-origin").unwrap(),
+        ORIGIN
+    );
+    // Non-browser clients send no Origin and are let through.
+    assert_eq!(http.get(&polling).send().await.unwrap().status(), 200);
+}

@@ -1,0 +1,239 @@
+//! The test harness: a database per test, a real herald on port 0, and
+//! helpers to write rows the way producers do.
+
+use std::net::SocketAddr;
+use std::sync::Once;
+use std::time::Duration;
+
+use herald::auth::JwtConfig;
+use herald::config::{Config, CorsOrigins};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+pub const SECRET: &str = "test-secret-that-is-long-enough";
+pub const ORIGIN: &str = "http://localhost:3030";
+
+static TRACING: Once = Once::new();
+
+/// Logs go to a sink unless TEST_LOG is set.
+pub fn init_tracing() {
+    TRACING.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "debug".into()),
+                )
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+/// The cluster scripts/test started, as a URL to its `postgres` database.
+pub fn admin_url() -> String {
+    std::env::var("HERALD_TEST_DATABASE_URL")
+        .expect("HERALD_TEST_DATABASE_URL is unset: run the tests through scripts/test")
+}
+
+/// A database of this test's own (NOTIFY channels are per database).
+pub struct TestDb {
+    pub url: String,
+}
+
+impl TestDb {
+    /// An empty database, not migrated.
+    pub async fn empty() -> Self {
+        let admin = admin_url();
+        let name = format!("herald_test_{}", Uuid::new_v4().simple());
+        let client = connect(&admin).await;
+        client
+            .batch_execute(&format!("create database {name}"))
+            .await
+            .expect("create database");
+        let base = admin.rsplit_once('/').expect("admin URL has a database").0;
+        Self {
+            url: format!("{base}/{name}"),
+        }
+    }
+
+    /// A migrated database.
+    pub async fn migrated() -> Self {
+        let db = Self::empty().await;
+        herald::db::migrate(&db.url).await.expect("migrate");
+        db
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        connect(&self.url).await
+    }
+}
+
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client
+}
+
+/// A running herald.
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub db: TestDb,
+    pub pg: tokio_postgres::Client,
+    pub jwt: JwtConfig,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+pub fn config(db: &TestDb) -> Config {
+    Config {
+        database_url: db.url.clone(),
+        listen_url: db.url.clone(),
+        host: "127.0.0.1".parse().unwrap(),
+        port: 0,
+        jwt: JwtConfig::hs256(SECRET.as_bytes()),
+        cors: CorsOrigins::parse("http://localhost:3030,http://127.0.0.1:3030").unwrap(),
+        admin_roles: vec!["ADMIN".into(), "SUPER_ADMIN".into()],
+        pending_limit: 50,
+        max_sockets_per_user: 10,
+        event_retention: Duration::from_secs(7 * 86400),
+        migrate: true,
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let db = TestDb::empty().await;
+        let mut config = config(&db);
+        adjust(&mut config);
+        Self::spawn_on(db, config).await
+    }
+
+    /// Another herald on the same database.
+    pub async fn spawn_on(db: TestDb, config: Config) -> Self {
+        init_tracing();
+        let jwt = config.jwt.clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(herald::server::run(config, listener, async move {
+            let _ = rx.await;
+        }));
+        let pg = db.client().await;
+        let app = Self {
+            address,
+            db,
+            pg,
+            jwt,
+            shutdown: Some(tx),
+            handle: Some(handle),
+        };
+        app.wait_ready().await;
+        app
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            if let Ok(response) = client.get(self.url("/health/ready")).send().await
+                && response.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("herald did not become ready within 5 s");
+    }
+
+    /// Signals shutdown and waits for a clean stop.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let handle = self.handle.take().expect("running");
+        tokio::time::timeout(Duration::from_secs(15), handle)
+            .await
+            .expect("stopped within 15 s")?
+    }
+
+    pub fn token(&self, user: Uuid) -> String {
+        self.jwt.sign(user, Duration::from_secs(3600)).unwrap()
+    }
+
+    /// Inserts a user; returns their id.
+    pub async fn user(&self, name: &str, role: &str, sector: Option<Uuid>) -> Uuid {
+        insert_user(&self.pg, name, role, sector).await
+    }
+
+    /// Inserts a personal notification the way a producer does.
+    pub async fn notify(&self, user: Uuid, title: &str) -> Uuid {
+        self.pg
+            .query_one(
+                "insert into herald.notifications (user_id, title) values ($1, $2) returning id",
+                &[&user, &title],
+            )
+            .await
+            .expect("insert notification")
+            .get(0)
+    }
+
+    /// Inserts a notification to a sector, the admins or everyone.
+    pub async fn broadcast(&self, audience: &str, sector: Option<Uuid>, title: &str) -> Uuid {
+        self.pg
+            .query_one(
+                "insert into herald.notifications (audience, sector_id, title) values ($1, $2, $3) returning id",
+                &[&audience, &sector, &title],
+            )
+            .await
+            .expect("insert broadcast")
+            .get(0)
+    }
+
+    pub async fn unread_count(&self, user: Uuid, sector: Option<Uuid>, admin: bool) -> i64 {
+        self.pg
+            .query_one(
+                include_str!("../../sql/inbox_unread_count.sql"),
+                &[&user, &sector, &admin],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub async fn insert_user(
+    pg: &tokio_postgres::Client,
+    name: &str,
+    role: &str,
+    sector: Option<Uuid>,
+) -> Uuid {
+    let id = Uuid::new_v4();
+    pg.execute(
+        "insert into herald.users (id, email, name, role, sector_id) values ($1, $2, $3, $4, $5)",
+        &[&id, &format!("{id}@example.com"), &name, &role, &sector],
+    )
+    .await
+    .expect("insert user");
+    id
+}

@@ -1,0 +1,9 @@
+//! herald's integration tests: one binary, a database per test, a real
+//! herald on port 0 and real Socket.IO clients.
+
+mod cli;
+mod client;
+mod gateway;
+mod health;
+mod helpers;
+mod schema;

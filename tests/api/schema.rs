@@ -1,0 +1,469 @@
+//! The schema: migrations, event-log triggers, NOTIFY, and every producer
+//! rule as a named constraint.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::json;
+use tokio_postgres::AsyncMessage;
+use uuid::Uuid;
+
+use crate::helpers::{TestDb, insert_user};
+
+/// Everything in schema herald that a migration could change.
+const CATALOG: &str = "
+    select string_agg(format('%s %s %s', c.relkind, c.relname, coalesce(pg_get_constraintdef(k.oid), '')), E'\\n' order by 1)
+      from pg_class c
+      join pg_namespace n on n.oid = c.relnamespace and n.nspname = 'herald'
+      left join pg_constraint k on k.conrelid = c.oid";
+
+#[tokio::test]
+async fn migrations_apply_to_an_empty_database_and_a_second_run_changes_nothing() {
+    let db = TestDb::empty().await;
+    assert_eq!(herald::db::migrate(&db.url).await.unwrap(), 1);
+    let pg = db.client().await;
+    let before: String = pg.query_one(CATALOG, &[]).await.unwrap().get(0);
+    for table in [
+        "users",
+        "notifications",
+        "notification_seen",
+        "notification_deliveries",
+        "events",
+        "delivery_audit",
+    ] {
+        assert!(before.contains(&format!(" {table} ")), "missing {table}");
+    }
+    assert_eq!(herald::db::migrate(&db.url).await.unwrap(), 0);
+    let after: String = pg.query_one(CATALOG, &[]).await.unwrap().get(0);
+    assert_eq!(before, after);
+}
+
+async fn events(pg: &tokio_postgres::Client) -> Vec<tokio_postgres::Row> {
+    pg.query(
+        "select kind, notification_id, user_id, sector_id, audience, payload, tx::text as tx
+           from herald.events order by id",
+        &[],
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn inserting_a_notification_logs_one_created_event_with_its_fields() {
+    let db = TestDb::migrated().await;
+    let pg = db.client().await;
+    let user = insert_user(&pg, "Ada", "USER", None).await;
+    let id: Uuid = pg
+        .query_one(
+            "insert into herald.notifications (user_id, kind, importance, title, message, action_url, data)
+             values ($1, 'order.shipped', 'high', 'Shipped', 'Your order left', '/orders/7', '{\"order\": 7}')
+             returning id",
+            &[&user],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let rows = events(&pg).await;
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    assert_eq!(row.get::<_, String>("kind"), "notification.created");
+    assert_eq!(row.get::<_, Option<Uuid>>("notification_id"), Some(id));
+    assert_eq!(row.get::<_, Option<Uuid>>("user_id"), Some(user));
+    assert_eq!(row.get::<_, Option<Uuid>>("sector_id"), None);
+    assert_eq!(
+        row.get::<_, Option<String>>("audience").as_deref(),
+        Some("user")
+    );
+    let payload: serde_json::Value = row.get("payload");
+    assert_eq!(payload["id"], json!(id));
+    assert_eq!(payload["audience"], "user");
+    assert_eq!(payload["kind"], "order.shipped");
+    assert_eq!(payload["importance"], "high");
+    assert_eq!(payload["title"], "Shipped");
+    assert_eq!(payload["message"], "Your order left");
+    assert_eq!(payload["actionUrl"], "/orders/7");
+    assert_eq!(payload["data"], json!({"order": 7}));
+    assert_eq!(payload["expiresAt"], serde_json::Value::Null);
+    let created = payload["createdAt"].as_str().unwrap();
+    assert!(
+        created.ends_with('Z') && created.len() == "2026-11-27T09:18:14.123456Z".len(),
+        "{created}"
+    );
+    // The event's transaction is the inserting one.
+    let tx: String = pg
+        .query_one("select pg_current_xact_id()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(row.get::<_, String>("tx").parse::<u64>().unwrap() < tx.parse::<u64>().unwrap());
+}
+
+#[tokio::test]
+async fn audience_is_inferred_from_user_or_sector() {
+    let db = TestDb::migrated().await;
+    let pg = db.client().await;
+    let user = insert_user(&pg, "Ada", "USER", None).await;
+    let sector = Uuid::new_v4();
+    pg.execute(
+        "insert into herald.notifications (user_id, title) values ($1, 'a')",
+        &[&user],
+    )
+    .await
+    .unwrap();
+    pg.execute(
+        "insert into herald.notifications (sector_id, title) values ($1, 'b')",
+        &[&sector],
+    )
+    .await
+    .unwrap();
+    let audiences: Vec<String> = pg
+        .query(
+            "select audience from herald.notifications order by title",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(audiences, ["user", "sector"]);
+    let error = pg
+        .execute("insert into herald.notifications (title) values ('c')", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        herald::db::constraint_of(&error),
+        Some("notifications_audience_required")
+    );
+}
+
+#[tokio::test]
+async fn reads_retractions_and_user_changes_log_their_events() {
+    let db = TestDb::migrated().await;
+    let pg = db.client().await;
+    let sector = Uuid::new_v4();
+    let user = insert_user(&pg, "Ada", "USER", Some(sector)).await;
+    let n: Uuid = pg
+        .query_one(
+            "insert into herald.notifications (sector_id, title) values ($1, 't') returning id",
+            &[&sector],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    pg.execute(
+        "insert into herald.notification_seen (notification_id, user_id) values ($1, $2)",
+        &[&n, &user],
+    )
+    .await
+    .unwrap();
+    pg.execute(
+        "update herald.notifications set retracted_at = now() where id = $1",
+        &[&n],
+    )
+    .await
+    .unwrap();
+    // Changing nothing that matters, or the name, logs nothing.
+    pg.execute(
+        "update herald.users set name = 'Ada L.' where id = $1",
+        &[&user],
+    )
+    .await
+    .unwrap();
+    let new_sector = Uuid::new_v4();
+    pg.execute(
+        "update herald.users set sector_id = $2, role = 'ADMIN' where id = $1",
+        &[&user, &new_sector],
+    )
+    .await
+    .unwrap();
+    pg.execute(
+        "update herald.users set is_active = false where id = $1",
+        &[&user],
+    )
+    .await
+    .unwrap();
+
+    let rows = events(&pg).await;
+    let kinds: Vec<String> = rows.iter().map(|r| r.get("kind")).collect();
+    assert_eq!(
+        kinds,
+        [
+            "notification.created",
+            "notification.read",
+            "notification.retracted",
+            "user.updated",
+            "user.updated"
+        ]
+    );
+
+    let read = &rows[1];
+    assert_eq!(read.get::<_, Option<Uuid>>("user_id"), Some(user));
+    assert_eq!(
+        read.get::<_, Option<String>>("audience").as_deref(),
+        Some("user")
+    );
+    let payload: serde_json::Value = read.get("payload");
+    assert_eq!(payload["notificationId"], json!(n));
+    assert!(payload["readAt"].as_str().unwrap().ends_with('Z'));
+
+    let retracted = &rows[2];
+    assert_eq!(retracted.get::<_, Option<Uuid>>("sector_id"), Some(sector));
+    assert_eq!(
+        retracted.get::<_, Option<String>>("audience").as_deref(),
+        Some("sector")
+    );
+    assert_eq!(
+        retracted.get::<_, serde_json::Value>("payload")["notificationId"],
+        json!(n)
+    );
+
+    let moved: serde_json::Value = rows[3].get("payload");
+    assert_eq!(
+        moved,
+        json!({"userId": user, "isActive": true, "role": "ADMIN", "sectorId": new_sector, "previousRole": "USER", "previousSectorId": sector})
+    );
+    let deactivated: serde_json::Value = rows[4].get("payload");
+    assert_eq!(deactivated["isActive"], false);
+}
+
+#[tokio::test]
+async fn a_retraction_is_final_and_content_is_immutable() {
+    let db = TestDb::migrated().await;
+    let pg = db.client().await;
+    let n: Uuid = pg
+        .query_one(
+            "insert into herald.notifications (audience, title) values ('all', 't') returning id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let error = pg
+        .execute(
+            "update herald.notifications set title = 'changed' where id = $1",
+            &[&n],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        herald::db::constraint_of(&error),
+        Some("notifications_immutable")
+    );
+    pg.execute(
+        "update herald.notifications set retracted_at = now() where id = $1",
+        &[&n],
+    )
+    .await
+    .unwrap();
+    let error = pg
+        .execute("update herald.notifications set retracted_at = now() + interval '1 minute' where id = $1", &[&n])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        herald::db::constraint_of(&error),
+        Some("notifications_retraction_final")
+    );
+    let retractions: i64 = pg
+        .query_one(
+            "select count(*) from herald.events where kind = 'notification.retracted'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(retractions, 1);
+}
+
+#[tokio::test]
+async fn one_insert_select_of_a_thousand_rows_logs_a_thousand_events_and_wakes_a_listener_once() {
+    let db = TestDb::migrated().await;
+    let pg = db.client().await;
+    let user = insert_user(&pg, "Ada", "USER", None).await;
+
+    let (listener, mut connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let (tx, mut notifications) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = messages.next().await {
+            if let AsyncMessage::Notification(n) = message {
+                let _ = tx.send((n.channel().to_owned(), n.payload().to_owned()));
+            }
+        }
+    });
+    listener
+        .batch_execute("listen herald_events")
+        .await
+        .unwrap();
+
+    pg.execute(
+        "insert into herald.notifications (user_id, title) select $1, 'n' || i from generate_series(1, 1000) i",
+        &[&user],
+    )
+    .await
+    .unwrap();
+    let count: i64 = pg
+        .query_one("select count(*) from herald.events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 1000);
+
+    let first = tokio::time::timeout(Duration::from_secs(5), notifications.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first, ("herald_events".to_owned(), String::new()));
+    // Anything further would arrive with the first; give it ample time.
+    let more = tokio::time::timeout(Duration::from_millis(500), notifications.recv()).await;
+    assert!(more.is_err(), "a second wake-up arrived: {more:?}");
+
+    // A statement that writes nothing wakes nobody.
+    pg.execute(
+        "insert into herald.notifications (user_id, title) select $1, 'x' where false",
+        &[&user],
+    )
+    .await
+    .unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), notifications.recv())
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn every_rule_refuses_its_bad_row_with_a_named_constraint_and_leaves_nothing_behind() {
+    let db = TestDb::migrated().await;
+    let pg = db.client().await;
+    let user = insert_user(&pg, "Ada", "USER", None).await;
+    let sector = Uuid::new_v4();
+    let long_title = "x".repeat(201);
+    let big_data = format!("{{\"blob\": \"{}\"}}", "x".repeat(17 * 1024));
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "notifications_title_length",
+            format!("insert into herald.notifications (user_id, title) values ('{user}', '')"),
+        ),
+        (
+            "notifications_title_length",
+            format!(
+                "insert into herald.notifications (user_id, title) values ('{user}', '{long_title}')"
+            ),
+        ),
+        (
+            "notifications_importance_valid",
+            format!(
+                "insert into herald.notifications (user_id, title, importance) values ('{user}', 't', 'critical')"
+            ),
+        ),
+        (
+            "notifications_audience_valid",
+            "insert into herald.notifications (audience, title) values ('everyone', 't')".into(),
+        ),
+        (
+            "notifications_user_audience",
+            format!(
+                "insert into herald.notifications (audience, user_id, sector_id, title) values ('sector', '{user}', '{sector}', 't')"
+            ),
+        ),
+        (
+            "notifications_sector_audience",
+            format!(
+                "insert into herald.notifications (audience, user_id, sector_id, title) values ('user', '{user}', '{sector}', 't')"
+            ),
+        ),
+        (
+            "notifications_data_object",
+            format!(
+                "insert into herald.notifications (user_id, title, data) values ('{user}', 't', '[1, 2]')"
+            ),
+        ),
+        (
+            "notifications_data_size",
+            format!(
+                "insert into herald.notifications (user_id, title, data) values ('{user}', 't', '{big_data}')"
+            ),
+        ),
+        (
+            "notifications_expires_after_created",
+            format!(
+                "insert into herald.notifications (user_id, title, expires_at) values ('{user}', 't', now() - interval '1 hour')"
+            ),
+        ),
+        (
+            "notifications_message_length",
+            format!(
+                "insert into herald.notifications (user_id, title, message) values ('{user}', 't', repeat('m', 4001))"
+            ),
+        ),
+    ];
+    for (constraint, sql) in &cases {
+        let error = pg.batch_execute(sql).await.expect_err(constraint);
+        assert_eq!(
+            herald::db::constraint_of(&error),
+            Some(*constraint),
+            "{sql:.120}: {error:?}"
+        );
+    }
+    // A multi-row insert with one bad row writes nothing at all.
+    let error = pg
+        .execute(
+            "insert into herald.notifications (user_id, title) values ($1, 'fine'), ($1, '')",
+            &[&user],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        herald::db::constraint_of(&error),
+        Some("notifications_title_length")
+    );
+    let left: (i64, i64) = {
+        let row = pg
+            .query_one("select (select count(*) from herald.notifications), (select count(*) from herald.events)", &[])
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(left, (0, 0));
+}
+
+#[tokio::test]
+async fn the_delivery_audit_view_joins_sends_and_reads() {
+    let db = TestDb::migrated().await;
+    let pg = db.client().await;
+    let user = insert_user(&pg, "Ada", "USER", None).await;
+    let n: Uuid = pg
+        .query_one("insert into herald.notifications (user_id, title) values ($1, 'Audit me') returning id", &[&user])
+        .await
+        .unwrap()
+        .get(0);
+    pg.execute(
+        "insert into herald.notification_deliveries (notification_id, user_id, status, sent_at, delivered_at)
+         values ($1, $2, 'DELIVERED', now(), now() + interval '2 seconds')",
+        &[&n, &user],
+    )
+    .await
+    .unwrap();
+    pg.execute(
+        "insert into herald.notification_seen (notification_id, user_id, seen_at) values ($1, $2, now() + interval '5 seconds')",
+        &[&n, &user],
+    )
+    .await
+    .unwrap();
+    let row = pg
+        .query_one(
+            "select title, audience, channel, extract(epoch from delivery_delay)::int, extract(epoch from read_delay)::int
+               from herald.delivery_audit where notification_id = $1",
+            &[&n],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "Audit me");
+    assert_eq!(row.get::<_, String>(1), "user");
+    assert_eq!(row.get::<_, String>(2), "IN_APP");
+    assert_eq!(row.get::<_, i32>(3), 2);
+    assert_eq!(row.get::<_, i32>(4), 3);
+}
