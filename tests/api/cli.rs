@@ -196,3 +196,70 @@ async fn send_inserts_the_row_it_describes() {
         .get(0);
     assert_eq!(count, 2);
 }
+
+#[test]
+fn asymmetric_keys_sign_and_verify_and_refuse_algorithm_switching() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt");
+    for (algorithm, name) in [("RS256", "rsa"), ("ES256", "es256"), ("EdDSA", "ed25519")] {
+        let public = format!("{fixtures}/{name}.pub.pem");
+        let private = format!("{fixtures}/{name}.key.pem");
+        let user = Uuid::new_v4();
+        let output = herald()
+            .args(["token", "--user", &user.to_string()])
+            .envs([
+                ("JWT_PUBLIC_KEY_FILE", public.as_str()),
+                ("JWT_PRIVATE_KEY_FILE", private.as_str()),
+                ("JWT_ALGORITHM", algorithm),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{algorithm}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let token = String::from_utf8(output.stdout).unwrap();
+        let pem = std::fs::read(&public).unwrap();
+        let jwt = herald::auth::JwtConfig::asymmetric(algorithm, &pem, None).unwrap();
+        assert_eq!(
+            jwt.verify(token.trim()).unwrap().user_id,
+            user,
+            "{algorithm}"
+        );
+        // The classic switch: an HS256 token keyed with the public key itself.
+        let forged = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &serde_json::json!({"sub": user, "exp": herald::auth::unix_now() + 60}),
+            &jsonwebtoken::EncodingKey::from_secret(&pem),
+        )
+        .unwrap();
+        assert_eq!(
+            jwt.verify(&forged),
+            Err(herald::auth::TokenError::Invalid),
+            "{algorithm}"
+        );
+        // HS256 tokens of a secret-keyed herald are refused too.
+        let hs = herald::auth::JwtConfig::hs256(SECRET.as_bytes())
+            .sign(user, std::time::Duration::from_secs(60))
+            .unwrap();
+        assert_eq!(
+            jwt.verify(&hs),
+            Err(herald::auth::TokenError::Invalid),
+            "{algorithm}"
+        );
+    }
+    // A key that does not match the algorithm is a configuration error.
+    let output = herald()
+        .args(["token", "--user", &Uuid::new_v4().to_string()])
+        .envs([
+            ("JWT_PUBLIC_KEY_FILE", format!("{fixtures}/ed25519.pub.pem")),
+            ("JWT_ALGORITHM", "RS256".into()),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        !output.status.success() && stderr.contains("invalid JWT_PUBLIC_KEY_FILE"),
+        "{stderr}"
+    );
+}
