@@ -116,7 +116,7 @@ impl Dispatcher {
         let new = Inbox {
             user_id: change.user_id,
             sector_id: change.sector_id,
-            is_admin: self.admin_roles.iter().any(|r| *r == change.role),
+            is_admin: self.admin_roles.contains(&change.role),
         };
         if old.sector_id != new.sector_id {
             if let Some(sector) = old.sector_id {
