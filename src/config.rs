@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::auth::{JwtConfig, JwtKeyError};
+use crate::gateway::limits::Rate;
 
 /// A setting that is missing or malformed. The message names the variable.
 #[derive(Debug, thiserror::Error)]
@@ -175,6 +176,12 @@ pub struct ServeArgs {
     /// How long events are kept.
     #[arg(long, env = "HERALD_EVENT_RETENTION", default_value = "7d")]
     pub event_retention: String,
+    /// Connection attempts allowed per client address, as N/period.
+    #[arg(long, env = "HERALD_CONNECT_RATE_LIMIT", default_value = "120/1m")]
+    pub connect_rate_limit: String,
+    /// Client events allowed per socket, as N/period.
+    #[arg(long, env = "HERALD_EVENT_RATE_LIMIT", default_value = "20/1s")]
+    pub event_rate_limit: String,
     /// Skip the migrations on start.
     #[arg(long)]
     pub no_migrate: bool,
@@ -194,6 +201,10 @@ pub struct Config {
     pub pending_limit: u32,
     pub max_sockets_per_user: usize,
     pub event_retention: Duration,
+    /// Connection attempts per client address.
+    pub connect_rate: Rate,
+    /// Client events per socket.
+    pub event_rate: Rate,
     pub migrate: bool,
 }
 
@@ -239,6 +250,14 @@ impl ServeArgs {
                 10_000,
             )? as usize,
             event_retention: parse_duration("HERALD_EVENT_RETENTION", &self.event_retention)?,
+            connect_rate: self
+                .connect_rate_limit
+                .parse()
+                .map_err(|reason| ConfigError::invalid("HERALD_CONNECT_RATE_LIMIT", reason))?,
+            event_rate: self
+                .event_rate_limit
+                .parse()
+                .map_err(|reason| ConfigError::invalid("HERALD_EVENT_RATE_LIMIT", reason))?,
             migrate: !self.no_migrate,
         })
     }

@@ -30,6 +30,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Counted from the first event on, not from the first scrape.
+    crate::telemetry::metrics::handle();
     if config.migrate {
         db::migrate(&config.database_url).await?;
     }
@@ -46,6 +48,8 @@ pub async fn run(
         admin_roles: config.admin_roles.clone(),
         pending_limit: config.pending_limit,
         max_sockets_per_user: config.max_sockets_per_user,
+        connects: crate::gateway::limits::ConnectLimiter::new(config.connect_rate),
+        event_rate: config.event_rate,
         presence: presence.clone(),
         tail: tail_handle.clone(),
         counts: counts.clone(),
@@ -66,6 +70,11 @@ pub async fn run(
             .run(pool.clone(), io.clone(), presence.clone(), stop.clone()),
     );
     tokio::spawn(counts.watch_expiries(pool.clone(), presence, stop.clone()));
+    tokio::spawn(crate::log::retention::run(
+        pool.clone(),
+        config.event_retention,
+        stop.clone(),
+    ));
 
     let cors = Arc::new(config.cors.clone());
     let app = http::router(http::HttpState {
@@ -92,6 +101,7 @@ pub async fn run(
             io.close().await;
         }
     };
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let served = axum::serve(listener, app).with_graceful_shutdown(closing);
     let result = tokio::select! {
         result = served => result.context("serving HTTP"),

@@ -56,3 +56,28 @@ pub async fn expired_between(
         .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
         .collect()
 }
+
+/// Deletes up to `batch` events older than `older_than`; how many.
+pub async fn prune(
+    client: &impl GenericClient,
+    older_than: std::time::Duration,
+    batch: i32,
+) -> Result<i32, tokio_postgres::Error> {
+    let statement = client
+        .prepare_cached("select herald.prune_events(make_interval(secs => $1), $2)")
+        .await?;
+    client
+        .query_one(&statement, &[&older_than.as_secs_f64(), &batch])
+        .await?
+        .try_get(0)
+}
+
+/// Events of transactions below this may have been pruned: a position whose
+/// snapshot's `xmin` lies below it can no longer be replayed.
+pub async fn pruned_through(client: &impl GenericClient) -> anyhow::Result<u64> {
+    let statement = client
+        .prepare_cached("select pruned_through_tx::text from herald.event_retention")
+        .await?;
+    let text: String = client.query_one(&statement, &[]).await?.try_get(0)?;
+    Ok(text.parse()?)
+}

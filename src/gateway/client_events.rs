@@ -106,11 +106,16 @@ fn answer(socket: &SocketRef, ack: AckSender, event: &'static str, result: AckRe
     drop(sent);
 }
 
-fn session(socket: &SocketRef) -> Result<Session, AckError> {
-    socket
+/// The socket's session, if it may send another event now.
+fn admit(socket: &SocketRef) -> Result<Session, AckError> {
+    let session = socket
         .extensions
         .get::<Session>()
-        .ok_or_else(|| AckError::Internal(anyhow::anyhow!("socket without a session")))
+        .ok_or_else(|| AckError::Internal(anyhow::anyhow!("socket without a session")))?;
+    if !session.allow_event() {
+        return Err(AckError::RateLimited);
+    }
+    Ok(session)
 }
 
 /// The user's current rooms: the live ones once the socket has joined.
@@ -134,8 +139,8 @@ async fn mark_read(
     State(gateway): State<Gateway>,
 ) {
     let result = async {
+        let session = admit(&socket)?;
         let request: ByNotification = parse(payload(data), "{notificationId: uuid}")?;
-        let session = session(&socket)?;
         let client = gateway.pool.get().await?;
         let read_at = inbox(&gateway, &session)
             .mark_read(&client, request.notification_id)
@@ -154,8 +159,8 @@ async fn mark_delivered(
     State(gateway): State<Gateway>,
 ) {
     let result = async {
+        let session = admit(&socket)?;
         let request: ByNotification = parse(payload(data), "{notificationId: uuid}")?;
-        let session = session(&socket)?;
         let client = gateway.pool.get().await?;
         if !inbox(&gateway, &session)
             .mark_delivered(&client, request.notification_id)
@@ -176,12 +181,12 @@ async fn mark_all_read(
     State(gateway): State<Gateway>,
 ) {
     let result = async {
+        let session = admit(&socket)?;
         match payload(data) {
             Value::Null => {}
             Value::Object(_) => {}
             _ => return Err(AckError::InvalidPayload("expected an object {}".into())),
         }
-        let session = session(&socket)?;
         let client = gateway.pool.get().await?;
         let count = inbox(&gateway, &session).mark_all_read(&client).await?;
         Ok(json!({"success": true, "count": count}))
@@ -219,6 +224,7 @@ async fn list(
     State(gateway): State<Gateway>,
 ) {
     let result = async {
+        let session = admit(&socket)?;
         let data = match payload(data) {
             Value::Null => json!({}),
             other => other,
@@ -234,7 +240,6 @@ async fn list(
                 Some(decode_cursor(cursor).ok_or_else(|| AckError::InvalidPayload("before is not a cursor from nextCursor".into()))?)
             }
         };
-        let session = session(&socket)?;
         let client = gateway.pool.get().await?;
         let page = inbox(&gateway, &session)
             .list(&client, before, limit as u32, request.unread_only.unwrap_or(false))
@@ -257,8 +262,8 @@ async fn refresh(
     State(gateway): State<Gateway>,
 ) {
     let result = async {
+        let session = admit(&socket)?;
         let request: RefreshRequest = parse(payload(data), "{token: string}")?;
-        let session = session(&socket)?;
         let verified = gateway.jwt.verify(&request.token).map_err(|e| {
             AckError::InvalidToken(match e {
                 crate::auth::TokenError::Expired => "token expired",

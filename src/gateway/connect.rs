@@ -22,6 +22,7 @@ use tokio_postgres::IsolationLevel;
 
 use super::Gateway;
 use super::client_events;
+use super::outbox::{self, Sent, send_waiting};
 use super::session::{Resume, Session};
 use crate::db::{self, inbox::Inbox};
 use crate::fanout::{self, Route};
@@ -106,7 +107,7 @@ async fn sync(socket: &SocketRef, gateway: &Gateway, session: &Session) -> anyho
     };
     let now = OffsetDateTime::now_utc();
     if initial.reset {
-        socket.emit(emit::SYNC_RESET, &wire::Empty {})?;
+        send_waiting(socket, emit::SYNC_RESET, &wire::Empty {}).await?;
     }
     match &initial.replay {
         Some(events) => {
@@ -114,7 +115,7 @@ async fn sync(socket: &SocketRef, gateway: &Gateway, session: &Session) -> anyho
                 // Replayed events carry their log id for reference; the
                 // resume position is connection:success's lastEventId.
                 if let Route::Emit(emission) = fanout::route(event, &event.id.to_string(), now) {
-                    socket.emit(emission.event, &emission.payload)?;
+                    send_waiting(socket, emission.event, &emission.payload).await?;
                 }
             }
         }
@@ -125,17 +126,20 @@ async fn sync(socket: &SocketRef, gateway: &Gateway, session: &Session) -> anyho
                     notification: &unread.notification,
                     event_id: event_id.as_deref(),
                 };
-                socket.emit(emit::NOTIFICATION_NEW, &payload)?;
+                send_waiting(socket, emit::NOTIFICATION_NEW, &payload).await?;
             }
         }
     }
-    socket.emit(
+    send_waiting(
+        socket,
         emit::NOTIFICATION_COUNT,
         &wire::Count {
             count: initial.count,
         },
-    )?;
-    socket.emit(
+    )
+    .await?;
+    send_waiting(
+        socket,
         emit::CONNECTION_SUCCESS,
         &wire::ConnectionSuccess {
             user_id: session.user_id,
@@ -144,7 +148,8 @@ async fn sync(socket: &SocketRef, gateway: &Gateway, session: &Session) -> anyho
             unread_count: initial.count,
             last_event_id: Position::at(initial.snapshot.clone()).to_string(),
         },
-    )?;
+    )
+    .await?;
     join_live(socket, gateway, session, initial.snapshot, initial.inbox).await
 }
 
@@ -173,8 +178,10 @@ async fn read_initial(gateway: &Gateway, session: &Session) -> anyhow::Result<Op
     let mut reset = session.resume == Resume::Reset;
     let mut replay = None;
     if let Resume::From(position) = &session.resume {
-        // A position this database has not reached is not one it issued.
-        if snapshot.includes(position.base()) {
+        // A position this database has not reached is not one it issued;
+        // one whose unseen events may have been pruned cannot be replayed.
+        let pruned_through = db::events::pruned_through(&tx).await?;
+        if snapshot.includes(position.base()) && position.base().xmin() >= pruned_through {
             let events =
                 db::events::replay(&tx, &inbox, position, &snapshot, REPLAY_LIMIT + 1).await?;
             if events.len() as i64 <= REPLAY_LIMIT {
@@ -295,8 +302,16 @@ fn send_catch_up(
         }
         let event_id = Position::after_event(from, end, event.tx, event.id).to_string();
         if let Route::Emit(emission) = fanout::route(event, &event_id, now) {
-            socket.emit(emission.event, &emission.payload)?;
-            count_changed |= emission.changes_count;
+            // Under the progress lock nothing may wait: a socket that cannot
+            // take its catch-up is evicted and resumes when it reconnects.
+            match outbox::send(socket, emission.event, &emission.payload) {
+                Sent::Queued => count_changed |= emission.changes_count,
+                Sent::Full => {
+                    outbox::evict(socket.clone());
+                    return Ok(false);
+                }
+                Sent::Closed => return Ok(false),
+            }
         }
     }
     if count_changed {

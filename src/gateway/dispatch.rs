@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::counts::Counts;
+use super::outbox::{self, Pacer, Sent};
 use super::presence::Presence;
 use crate::db::inbox::Inbox;
 use crate::deliveries::DeliveryQueue;
@@ -34,6 +35,7 @@ impl Dispatch for Dispatcher {
     async fn dispatch(&self, step: &Step) {
         let now = OffsetDateTime::now_utc();
         let mut recount = HashSet::new();
+        let mut pacer = Pacer::default();
         for event in &step.events {
             let event_id =
                 Position::after_event(&step.start, &step.end, event.tx, event.id).to_string();
@@ -41,7 +43,8 @@ impl Dispatch for Dispatcher {
                 event.kind.as_str(),
                 (now - event.created_at).try_into().unwrap_or_default(),
             );
-            self.apply(event, &event_id, now, &mut recount).await;
+            self.apply(event, &event_id, now, &mut recount, &mut pacer)
+                .await;
         }
         self.counts.refresh(recount);
         metrics::delivery_lag(self.deliveries.lag());
@@ -58,9 +61,10 @@ impl Dispatcher {
         event_id: &str,
         now: OffsetDateTime,
         recount: &mut HashSet<Uuid>,
+        pacer: &mut Pacer,
     ) {
         match fanout::route(event, event_id, now) {
-            Route::Emit(emission) => self.emit(&emission, now, recount).await,
+            Route::Emit(emission) => self.emit(&emission, now, recount, pacer).await,
             Route::UserChanged(change) => {
                 self.change_user(&change).await;
                 recount.insert(change.user_id);
@@ -69,20 +73,29 @@ impl Dispatcher {
         }
     }
 
-    async fn emit(&self, emission: &Emission, now: OffsetDateTime, recount: &mut HashSet<Uuid>) {
+    async fn emit(
+        &self,
+        emission: &Emission,
+        now: OffsetDateTime,
+        recount: &mut HashSet<Uuid>,
+        pacer: &mut Pacer,
+    ) {
         let Some(ns) = self.io.of(NAMESPACE) else {
             return;
         };
-        if let Err(error) = ns
-            .to(emission.audience.room())
-            .local()
-            .emit(emission.event, &emission.payload)
-            .await
-        {
-            // A socket whose queue is full misses this push; it recovers by
-            // resuming from its last eventId when it reconnects.
-            metrics::queue_overflow(1);
-            tracing::warn!(error = %error, event = emission.event, "push not delivered to every socket");
+        // Serialized once, copied into each socket's packet.
+        let payload = match serde_json::value::to_raw_value(&emission.payload) {
+            Ok(payload) => payload,
+            Err(error) => {
+                tracing::error!(error = %error, "payload did not serialize");
+                return;
+            }
+        };
+        for socket in ns.to(emission.audience.room()).local().sockets() {
+            if outbox::send(&socket, emission.event, &payload) == Sent::Full {
+                outbox::evict(socket);
+            }
+            pacer.sent().await;
         }
         metrics::pushed(emission.event);
         let reached = self.presence.addressed(emission.audience);

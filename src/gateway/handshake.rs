@@ -116,6 +116,7 @@ async fn admit(
         verified.expires_at,
         resume(auth),
         slot,
+        gateway.event_rate,
     ))
 }
 

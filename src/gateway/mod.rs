@@ -15,6 +15,8 @@ pub mod connect;
 pub mod counts;
 pub mod dispatch;
 pub mod handshake;
+pub mod limits;
+pub mod outbox;
 pub mod presence;
 pub mod session;
 
@@ -43,6 +45,9 @@ pub struct Shared {
     pub admin_roles: Vec<String>,
     pub pending_limit: u32,
     pub max_sockets_per_user: usize,
+    pub connects: limits::ConnectLimiter,
+    /// Client events per socket.
+    pub event_rate: limits::Rate,
     pub presence: Arc<presence::Presence>,
     pub tail: TailHandle,
     pub counts: counts::Counts,
@@ -81,6 +86,9 @@ pub fn layer(gateway: Gateway) -> (SocketIoLayer, SocketIo) {
         .ping_interval(Duration::from_secs(25))
         .ping_timeout(Duration::from_secs(60))
         .connect_timeout(Duration::from_secs(10))
+        // Room for a burst (a 1,000-row transaction for one user) while the
+        // socket writer drains; a socket that stays behind is evicted (outbox).
+        .max_buffer_size(1024)
         // Client payloads are small JSON objects; anything larger is refused
         // by the transport before it is parsed.
         .max_payload(64 * 1024)

@@ -1,11 +1,12 @@
 //! A socket's session: who authenticated it, until when, and where it asked
 //! to resume from. Stored in the socket's extensions by the handshake.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use uuid::Uuid;
 
+use super::limits::{Bucket, Rate};
 use super::presence::Slot;
 use crate::db::inbox::Inbox;
 use crate::log::Position;
@@ -34,6 +35,8 @@ pub struct State {
     /// The token's `exp`, moved by `auth.refresh`.
     expires_at: Arc<AtomicU64>,
     pub slot: Slot,
+    /// Client events this socket may still send.
+    events: Mutex<(Bucket, Rate)>,
 }
 
 impl Session {
@@ -43,6 +46,7 @@ impl Session {
         expires_at: u64,
         resume: Resume,
         slot: Slot,
+        rate: Rate,
     ) -> Self {
         Self(Arc::new(State {
             user_id: slot.user_id(),
@@ -51,7 +55,15 @@ impl Session {
             resume,
             expires_at: Arc::new(AtomicU64::new(expires_at)),
             slot,
+            events: Mutex::new((Bucket::full(rate), rate)),
         }))
+    }
+
+    /// Takes one client event from the socket's allowance.
+    pub fn allow_event(&self) -> bool {
+        let mut events = self.0.events.lock().unwrap_or_else(|p| p.into_inner());
+        let (bucket, rate) = &mut *events;
+        bucket.take(*rate, std::time::Instant::now())
     }
 
     pub fn expires_at(&self) -> u64 {

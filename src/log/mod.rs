@@ -2,6 +2,7 @@
 //! that say how far it has been read, and the tail that reads it.
 
 pub mod position;
+pub mod retention;
 pub mod snapshot;
 pub mod tail;
 

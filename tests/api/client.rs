@@ -244,3 +244,29 @@ impl SioClient {
         let _ = self.out.send(Message::Close(None));
     }
 }
+
+/// A client that authenticates and then never reads again: its socket's
+/// receive buffer is tiny, so the server's queue for it fills.
+pub struct Stalled(#[allow(dead_code)] tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>);
+
+pub async fn stalled(address: SocketAddr, token: &str) -> Stalled {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(address).await.unwrap();
+    let url = format!("ws://{address}/socket.io/?EIO=4&transport=websocket");
+    let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    let open = next_text(&mut ws).await.unwrap();
+    assert!(open.starts_with('0'));
+    ws.send(Message::text(format!(
+        "40{NS},{}",
+        serde_json::json!({"token": token})
+    )))
+    .await
+    .unwrap();
+    loop {
+        let packet = next_text(&mut ws).await.unwrap();
+        if packet.starts_with(&format!("42{NS},[\"connection:success\"")) {
+            return Stalled(ws);
+        }
+    }
+}

@@ -100,6 +100,9 @@ pub fn config(db: &TestDb) -> Config {
         pending_limit: 50,
         max_sockets_per_user: 10,
         event_retention: Duration::from_secs(7 * 86400),
+        // Tests open many sockets from one address; the limits get tests of their own.
+        connect_rate: "10000/1s".parse().unwrap(),
+        event_rate: "10000/1s".parse().unwrap(),
         migrate: true,
     }
 }
@@ -202,6 +205,20 @@ impl TestApp {
             .get(0)
     }
 
+    /// The sum of a metric's samples in `/metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = reqwest::get(self.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|line| line.starts_with(name) && line[name.len()..].starts_with([' ', '{']))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     pub async fn unread_count(&self, user: Uuid, sector: Option<Uuid>, admin: bool) -> i64 {
         self.pg
             .query_one(
@@ -236,4 +253,239 @@ pub async fn insert_user(
     .await
     .expect("insert user");
     id
+}
+
+/// A PostgreSQL cluster of one test's own, for tests that restart it.
+pub struct PrivateCluster {
+    pub data: std::path::PathBuf,
+    pub port: u16,
+    _dir: tempdir::TempDir,
+}
+
+mod tempdir {
+    /// A directory removed on drop.
+    pub struct TempDir(pub std::path::PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn pg_command(program: &str) -> std::process::Command {
+    let bin = std::env::var("HERALD_TEST_PG_BIN")
+        .expect("HERALD_TEST_PG_BIN is unset: run through scripts/test");
+    let path = format!("{bin}/{program}");
+    // initdb and the server refuse to run as root.
+    if is_root() {
+        let mut command = std::process::Command::new("runuser");
+        command.args(["-u", "postgres", "--", &path]);
+        command
+    } else {
+        std::process::Command::new(path)
+    }
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
+}
+
+impl PrivateCluster {
+    pub fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("herald-cluster-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let data = dir.join("pg");
+        if is_root() {
+            let status = std::process::Command::new("chown")
+                .args(["-R", "postgres:", dir.to_str().unwrap()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        let out = pg_command("initdb")
+            .args([
+                "--pgdata",
+                data.to_str().unwrap(),
+                "--username=postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cluster = Self {
+            data,
+            port,
+            _dir: tempdir::TempDir(dir),
+        };
+        cluster.pg_ctl(&["start"]);
+        cluster
+    }
+
+    fn pg_ctl(&self, action: &[&str]) {
+        let options = format!(
+            "-c port={} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{}' -c fsync=off",
+            self.port,
+            self.data.display()
+        );
+        let log = self.data.with_extension("log");
+        let out = pg_command("pg_ctl")
+            .args([
+                "--pgdata",
+                self.data.to_str().unwrap(),
+                "--wait",
+                "--timeout=60",
+                "--mode=fast",
+                "-l",
+                log.to_str().unwrap(),
+                "-o",
+                &options,
+            ])
+            .args(action)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl {action:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Fast shutdown and start again, as an operator's restart does.
+    pub fn restart(&self) {
+        self.pg_ctl(&["restart"]);
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// A database in this cluster.
+    pub async fn database(&self) -> TestDb {
+        let client = connect(&self.admin_url()).await;
+        client
+            .batch_execute("create database herald")
+            .await
+            .unwrap();
+        TestDb {
+            url: format!("postgres://postgres@127.0.0.1:{}/herald", self.port),
+        }
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let _ = pg_command("pg_ctl")
+            .args([
+                "--pgdata",
+                self.data.to_str().unwrap(),
+                "--mode=immediate",
+                "stop",
+            ])
+            .output();
+    }
+}
+
+/// `herald serve` as a separate process on port 0.
+pub struct HeraldProcess {
+    pub address: SocketAddr,
+    child: std::process::Child,
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl HeraldProcess {
+    pub fn spawn(database_url: &str, extra: &[(&str, &str)]) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs([
+                ("DATABASE_URL", database_url),
+                ("JWT_SECRET", SECRET),
+                ("HOST", "127.0.0.1"),
+                ("PORT", "0"),
+                ("HERALD_LOG_FORMAT", "json"),
+                ("RUST_LOG", "info"),
+            ])
+            .envs(extra.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn herald");
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stderr)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    if let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line)
+                        && let Some(address) = entry.get("address").and_then(|a| a.as_str())
+                    {
+                        let _ = tx.send(address.parse::<SocketAddr>().unwrap());
+                    }
+                    log.lock().unwrap().push(line);
+                }
+            });
+        }
+        let address = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("herald did not start");
+        Self {
+            address,
+            child,
+            log,
+        }
+    }
+
+    pub async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if let Ok(response) =
+                reqwest::get(format!("http://{}/health/ready", self.address)).await
+                && response.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("herald process not ready");
+    }
+
+    /// SIGTERM, and whether it exited cleanly.
+    pub fn terminate(mut self) -> bool {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for HeraldProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

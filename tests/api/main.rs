@@ -3,6 +3,7 @@
 
 mod cli;
 mod client;
+mod faults;
 mod gateway;
 mod health;
 mod helpers;
