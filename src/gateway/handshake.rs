@@ -87,6 +87,17 @@ async fn admit(
     auth: Option<&Value>,
     gateway: &Gateway,
 ) -> Result<Session, Refusal> {
+    // Limited before anything costs a signature check or a query.
+    let peer = socket
+        .req_parts()
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip());
+    if let Some(peer) = peer
+        && !gateway.connects.allow(peer)
+    {
+        return Err(Refusal::RateLimited);
+    }
     let token = token(auth, socket.req_parts())?;
     let verified = gateway.jwt.verify(&token)?;
     let user = async {
@@ -243,5 +254,67 @@ mod tests {
             resume(Some(&json!({"lastEventId": "100:100:"}))),
             Resume::From(_)
         ));
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| serde_json::json!(n)),
+            ".{0,40}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("token".to_owned()),
+                        Just("lastEventId".to_owned()),
+                        ".{0,8}"
+                    ],
+                    inner,
+                    0..4
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Any auth payload, query string and Authorization header yields a
+        /// token or one of the contract's refusals, never a panic.
+        #[test]
+        fn token_extraction_answers_every_input(auth in proptest::option::of(json()), query in ".{0,80}", header in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..60))) {
+            let mut request = http::Request::builder();
+            if let Ok(uri) = format!("/socket.io/?{query}").parse::<http::Uri>() {
+                request = request.uri(uri);
+            }
+            if let Some(bytes) = header
+                && let Ok(value) = http::HeaderValue::from_bytes(&bytes)
+            {
+                request = request.header(http::header::AUTHORIZATION, value);
+            }
+            let parts = request.body(()).map(|r| r.into_parts().0).unwrap_or_else(|_| http::Request::new(()).into_parts().0);
+            match token(auth.as_ref(), &parts) {
+                Ok(token) => prop_assert!(!token.trim().is_empty()),
+                Err(refusal) => prop_assert!(matches!(refusal, Refusal::MissingToken | Refusal::InvalidToken)),
+            }
+            let _ = resume(auth.as_ref());
+        }
+
+        /// Any text as lastEventId parses or is refused.
+        #[test]
+        fn positions_parse_or_refuse(text in ".{0,60}", digits in "[0-9:,/]{0,40}") {
+            let _ = text.parse::<Position>();
+            if let Ok(position) = digits.parse::<Position>() {
+                prop_assert_eq!(position.to_string().parse::<Position>().ok(), Some(position));
+            }
+        }
     }
 }

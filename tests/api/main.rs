@@ -7,4 +7,6 @@ mod faults;
 mod gateway;
 mod health;
 mod helpers;
+mod resume;
 mod schema;
+mod security;

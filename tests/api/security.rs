@@ -1,0 +1,214 @@
+//! The gateway's defences: session expiry and refresh, rate limits, payload
+//! limits, and answers to every input however malformed.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::client::{Connect, connect};
+use crate::helpers::{SECRET, TestApp};
+
+#[tokio::test]
+async fn auth_refresh_keeps_a_session_past_its_first_token() {
+    let app = TestApp::spawn_with(|c| {
+        c.jwt = herald::auth::JwtConfig::hs256(SECRET.as_bytes()).with_claims(
+            None,
+            None,
+            Duration::ZERO,
+        )
+    })
+    .await;
+    let user = app.user("Ada", "USER", None).await;
+    let short = app.jwt.sign(user, Duration::from_secs(2)).unwrap();
+    let mut client = connect(app.address, Connect::token(&short)).await.unwrap();
+    client.connected().await;
+    let ack = client
+        .ack("auth.refresh", Some(json!({"token": app.token(user)})))
+        .await;
+    assert_eq!(ack["success"], true);
+    let events = client.drain(Duration::from_millis(3500)).await;
+    assert!(
+        events.iter().all(|(e, _)| e != "session:expired"),
+        "expired despite the refresh: {events:?}"
+    );
+    assert!(client.is_open());
+    let n = app.notify(user, "still live").await;
+    assert_eq!(client.wait_for("notification:new").await["id"], json!(n));
+}
+
+#[tokio::test]
+async fn connects_per_address_and_events_per_socket_are_rate_limited() {
+    let app = TestApp::spawn_with(|c| {
+        c.connect_rate = "3/1m".parse().unwrap();
+        c.event_rate = "5/1m".parse().unwrap();
+    })
+    .await;
+    let user = app.user("Ada", "USER", None).await;
+    let mut first = connect(app.address, Connect::token(&app.token(user)))
+        .await
+        .expect("first");
+    first.connected().await;
+    // A refused attempt counts too: guessing tokens is what the limit is for.
+    assert_eq!(
+        connect(app.address, Connect::token("garbage"))
+            .await
+            .err()
+            .as_deref(),
+        Some("invalid_token")
+    );
+    let _third = connect(app.address, Connect::token(&app.token(user)))
+        .await
+        .expect("third");
+    assert_eq!(
+        connect(app.address, Connect::token(&app.token(user)))
+            .await
+            .err()
+            .as_deref(),
+        Some("rate_limited")
+    );
+
+    for _ in 0..5 {
+        assert_eq!(first.ack("mark.all_read", None).await["success"], true);
+    }
+    let limited = first.ack("mark.all_read", None).await;
+    assert_eq!(limited["success"], false);
+    assert_eq!(limited["error"]["code"], "rate_limited");
+    let limited = first.ack("mark.read", Some(json!("malformed too"))).await;
+    assert_eq!(limited["error"]["code"], "rate_limited");
+    // The socket and the server are fine.
+    let n = app.notify(user, "after the limit").await;
+    assert_eq!(first.wait_for("notification:new").await["id"], json!(n));
+    assert_eq!(
+        reqwest::get(app.url("/health/ready"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn an_oversize_payload_closes_only_its_own_connection() {
+    let app = TestApp::spawn().await;
+    let user = app.user("Ada", "USER", None).await;
+    let mut bystander = connect(app.address, Connect::token(&app.token(user)))
+        .await
+        .unwrap();
+    bystander.connected().await;
+    let mut offender = connect(app.address, Connect::token(&app.token(user)))
+        .await
+        .unwrap();
+    offender.connected().await;
+    let huge = "x".repeat(200 * 1024);
+    offender.raw(&format!(
+        "42/notifications,1[\"mark.read\",{{\"notificationId\":\"{huge}\"}}]"
+    ));
+    offender.closed().await;
+    let n = app.notify(user, "unharmed").await;
+    assert_eq!(bystander.wait_for("notification:new").await["id"], json!(n));
+}
+
+/// A small deterministic generator of arbitrary JSON.
+struct Noise(u64);
+
+impl Noise {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn value(&mut self, depth: u32) -> Value {
+        let choice = self.next() % if depth > 2 { 6 } else { 8 };
+        match choice {
+            0 => Value::Null,
+            1 => Value::Bool(self.next() % 2 == 0),
+            2 => json!(self.next() as i64),
+            3 => json!(f64::from(self.next() as u32) / 7.0),
+            4 => json!(self.string()),
+            5 => json!(uuid::Uuid::from_u128(
+                u128::from(self.next()) << 64 | u128::from(self.next())
+            )),
+            6 => Value::Array(
+                (0..self.next() % 4)
+                    .map(|_| self.value(depth + 1))
+                    .collect(),
+            ),
+            _ => {
+                let keys = [
+                    "notificationId",
+                    "token",
+                    "before",
+                    "limit",
+                    "unreadOnly",
+                    "x",
+                    "",
+                ];
+                let mut object = serde_json::Map::new();
+                for _ in 0..self.next() % 4 {
+                    let key = keys[(self.next() % keys.len() as u64) as usize];
+                    object.insert(key.to_owned(), self.value(depth + 1));
+                }
+                Value::Object(object)
+            }
+        }
+    }
+
+    fn string(&mut self) -> String {
+        let pieces = [
+            "",
+            "a",
+            "ü",
+            "\u{0}",
+            "\"",
+            "\\",
+            "0",
+            "-1",
+            "1e999",
+            "😀",
+            "12_00000000-0000-0000-0000-000000000000",
+            "eyJ",
+        ];
+        (0..self.next() % 5)
+            .map(|_| pieces[(self.next() % pieces.len() as u64) as usize])
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn every_client_event_answers_every_input_and_the_socket_survives() {
+    let app = TestApp::spawn().await;
+    let user = app.user("Ada", "USER", None).await;
+    let mut client = connect(app.address, Connect::token(&app.token(user)))
+        .await
+        .unwrap();
+    client.connected().await;
+    let mut noise = Noise(0x9E37_79B9_7F4A_7C15);
+    let events = [
+        "mark.read",
+        "mark.delivered",
+        "mark.all_read",
+        "notifications.list",
+        "auth.refresh",
+    ];
+    for round in 0..400 {
+        let event = events[round % events.len()];
+        let payload = if round % 17 == 0 {
+            None
+        } else {
+            Some(noise.value(0))
+        };
+        let ack = client.ack(event, payload.clone()).await;
+        let success = ack["success"].as_bool();
+        assert!(success.is_some(), "{event} {payload:?} answered {ack}");
+        if success == Some(false) {
+            let code = ack["error"]["code"].as_str().unwrap_or_default();
+            assert!(
+                ["invalid_payload", "not_found", "invalid_token"].contains(&code),
+                "{event} {payload:?}: {ack}"
+            );
+        }
+    }
+    assert!(client.is_open());
+}
