@@ -182,6 +182,10 @@ pub struct ServeArgs {
     /// Client events allowed per socket, as N/period.
     #[arg(long, env = "HERALD_EVENT_RATE_LIMIT", default_value = "20/1s")]
     pub event_rate_limit: String,
+    /// Take the client address from the last X-Forwarded-For entry (set it
+    /// only behind a proxy that appends it, such as deploy/nginx.conf).
+    #[arg(long, env = "HERALD_TRUST_PROXY", default_value = "false")]
+    pub trust_proxy: String,
     /// Skip the migrations on start.
     #[arg(long)]
     pub no_migrate: bool,
@@ -205,6 +209,8 @@ pub struct Config {
     pub connect_rate: Rate,
     /// Client events per socket.
     pub event_rate: Rate,
+    /// Whether X-Forwarded-For names the client (behind a trusted proxy).
+    pub trust_proxy: bool,
     pub migrate: bool,
 }
 
@@ -258,6 +264,16 @@ impl ServeArgs {
                 .event_rate_limit
                 .parse()
                 .map_err(|reason| ConfigError::invalid("HERALD_EVENT_RATE_LIMIT", reason))?,
+            trust_proxy: match self.trust_proxy.trim() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" | "" => false,
+                other => {
+                    return Err(ConfigError::invalid(
+                        "HERALD_TRUST_PROXY",
+                        format!("{other:?} is not true or false"),
+                    ));
+                }
+            },
             migrate: !self.no_migrate,
         })
     }

@@ -50,6 +50,7 @@ pub async fn run(
         max_sockets_per_user: config.max_sockets_per_user,
         connects: crate::gateway::limits::ConnectLimiter::new(config.connect_rate),
         event_rate: config.event_rate,
+        trust_proxy: config.trust_proxy,
         presence: presence.clone(),
         tail: tail_handle.clone(),
         counts: counts.clone(),

@@ -88,12 +88,7 @@ async fn admit(
     gateway: &Gateway,
 ) -> Result<Session, Refusal> {
     // Limited before anything costs a signature check or a query.
-    let peer = socket
-        .req_parts()
-        .extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|info| info.0.ip());
-    if let Some(peer) = peer
+    if let Some(peer) = client_address(socket.req_parts(), gateway.trust_proxy)
         && !gateway.connects.allow(peer)
     {
         return Err(Refusal::RateLimited);
@@ -129,6 +124,28 @@ async fn admit(
         slot,
         gateway.event_rate,
     ))
+}
+
+/// The client's address: the TCP peer, or behind a trusted proxy the last
+/// X-Forwarded-For entry (the one the proxy itself appended).
+pub fn client_address(parts: &http::request::Parts, trust_proxy: bool) -> Option<std::net::IpAddr> {
+    if trust_proxy {
+        let forwarded = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .last()
+            .and_then(|last| last.trim().parse().ok());
+        if forwarded.is_some() {
+            return forwarded;
+        }
+    }
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip())
 }
 
 /// The token, from the first place that has one.
@@ -227,6 +244,25 @@ mod tests {
             token(None, &parts("/", Some("Bearer"))),
             Err(Refusal::InvalidToken)
         );
+    }
+
+    #[test]
+    fn the_client_address_comes_from_the_proxy_only_when_trusted() {
+        let mut p = parts("/", None);
+        p.headers.insert(
+            "x-forwarded-for",
+            "203.0.113.9, 198.51.100.7".parse().unwrap(),
+        );
+        p.extensions
+            .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+                [10, 0, 0, 1],
+                4000,
+            ))));
+        assert_eq!(client_address(&p, false), Some([10, 0, 0, 1].into()));
+        assert_eq!(client_address(&p, true), Some([198, 51, 100, 7].into()));
+        p.headers
+            .insert("x-forwarded-for", "garbage".parse().unwrap());
+        assert_eq!(client_address(&p, true), Some([10, 0, 0, 1].into()));
     }
 
     #[test]

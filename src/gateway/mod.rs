@@ -46,6 +46,8 @@ pub struct Shared {
     pub pending_limit: u32,
     pub max_sockets_per_user: usize,
     pub connects: limits::ConnectLimiter,
+    /// Whether X-Forwarded-For names the client.
+    pub trust_proxy: bool,
     /// Client events per socket.
     pub event_rate: limits::Rate,
     pub presence: Arc<presence::Presence>,

@@ -103,6 +103,7 @@ pub fn config(db: &TestDb) -> Config {
         // Tests open many sockets from one address; the limits get tests of their own.
         connect_rate: "10000/1s".parse().unwrap(),
         event_rate: "10000/1s".parse().unwrap(),
+        trust_proxy: false,
         migrate: true,
     }
 }

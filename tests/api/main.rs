@@ -7,6 +7,7 @@ mod faults;
 mod gateway;
 mod health;
 mod helpers;
+mod instances;
 mod resume;
 mod schema;
 mod security;

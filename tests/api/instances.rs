@@ -1,0 +1,116 @@
+//! Several herald processes on one database: every instance tails the same
+//! log and serves its own sockets.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::client::{Connect, connect};
+use crate::helpers::{HeraldProcess, TestDb, insert_user};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_deliver_once_per_socket_share_reads_and_both_disconnect() {
+    let db = TestDb::migrated().await;
+    let pg = db.client().await;
+    let first = HeraldProcess::spawn(&db.url, &[]);
+    // The second logs at debug, to show that not even then a token is written.
+    let second = HeraldProcess::spawn(&db.url, &[("RUST_LOG", "debug")]);
+    first.wait_ready().await;
+    second.wait_ready().await;
+    let user = insert_user(&pg, "Ada", "USER", None).await;
+    let jwt = herald::auth::JwtConfig::hs256(crate::helpers::SECRET.as_bytes());
+    let (token_a, token_b) = (
+        jwt.sign(user, Duration::from_secs(600)).unwrap(),
+        jwt.sign(user, Duration::from_secs(900)).unwrap(),
+    );
+
+    let mut on_first = connect(first.address, Connect::token(&token_a))
+        .await
+        .unwrap();
+    let mut on_second = connect(
+        second.address,
+        Connect {
+            query: Some(format!("token={token_b}")),
+            ..Connect::default()
+        },
+    )
+    .await
+    .unwrap();
+    on_first.connected().await;
+    on_second.connected().await;
+
+    let id: uuid::Uuid = pg
+        .query_one(
+            "insert into herald.notifications (user_id, title) values ($1, 'to both') returning id",
+            &[&user],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    for client in [&mut on_first, &mut on_second] {
+        assert_eq!(client.wait_for("notification:new").await["id"], json!(id));
+        let rest = client.drain(Duration::from_millis(400)).await;
+        assert!(
+            rest.iter().all(|(e, _)| e != "notification:new"),
+            "delivered twice: {rest:?}"
+        );
+    }
+
+    // A read through one instance reaches the socket on the other.
+    let ack = on_first
+        .ack("mark.read", Some(json!({"notificationId": id})))
+        .await;
+    assert_eq!(ack["success"], true);
+    let read = on_second.wait_for("notification:read").await;
+    assert_eq!(read["notificationId"], json!(id));
+    assert_eq!(
+        on_second.wait_for("notification:count").await,
+        json!({"count": 0})
+    );
+
+    // Both instances record the delivery; the audit keeps one row.
+    let mut rows = 0;
+    for _ in 0..100 {
+        rows = pg
+            .query_one(
+                "select count(*) from herald.notification_deliveries where notification_id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0);
+        if rows > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(rows, 1);
+
+    pg.execute(
+        "update herald.users set is_active = false where id = $1",
+        &[&user],
+    )
+    .await
+    .unwrap();
+    on_first.closed().await;
+    on_second.closed().await;
+
+    for log in [first.log_text(), second.log_text()] {
+        assert!(
+            !log.contains(&token_a) && !log.contains(&token_b),
+            "a token reached the log"
+        );
+        assert!(
+            !log.contains(crate::helpers::SECRET),
+            "the secret reached the log"
+        );
+    }
+    assert!(
+        first.terminate(),
+        "the first instance did not stop cleanly on SIGTERM"
+    );
+    assert!(
+        second.terminate(),
+        "the second instance did not stop cleanly on SIGTERM"
+    );
+}
