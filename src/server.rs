@@ -50,12 +50,13 @@ pub async fn run(
         max_sockets_per_user: config.max_sockets_per_user,
         connects: crate::gateway::limits::ConnectLimiter::new(config.connect_rate),
         event_rate: config.event_rate,
+        api_calls: crate::gateway::limits::Limiter::new(config.event_rate),
         trust_proxy: config.trust_proxy,
         presence: presence.clone(),
         tail: tail_handle.clone(),
         counts: counts.clone(),
     });
-    let (socket_layer, io) = gateway::layer(gateway);
+    let (socket_layer, io) = gateway::layer(gateway.clone());
 
     let dispatcher = Arc::new(Dispatcher {
         io: io.clone(),
@@ -78,12 +79,13 @@ pub async fn run(
     ));
 
     let cors = Arc::new(config.cors.clone());
+    let api = http::api::router(gateway);
     let app = http::router(http::HttpState {
         pool,
         listener: tail_handle.health.clone(),
         cors: cors.clone(),
     });
-    let app = http::guard_socket_io(app.layer(socket_layer), cors);
+    let app = http::guard_socket_io(app.merge(api).layer(socket_layer), cors);
 
     let address = listener.local_addr()?;
     tracing::info!(%address, "herald listening");

@@ -8,7 +8,7 @@ use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 /// A notification as `notification:new` carries it.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Notification {
     pub id: Uuid,
@@ -18,7 +18,9 @@ pub struct Notification {
     pub title: String,
     pub message: String,
     pub action_url: Option<String>,
+    #[schema(value_type = Object)]
     pub data: serde_json::Value,
+    /// RFC 3339, UTC.
     pub created_at: String,
     pub expires_at: Option<String>,
 }
@@ -33,7 +35,7 @@ pub struct NewNotification<'a> {
 }
 
 /// An item of `notifications.list`: the notification and when it was read.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ListedNotification {
     #[serde(flatten)]
@@ -56,7 +58,7 @@ pub struct NotificationRetracted<'a> {
     pub event_id: &'a str,
 }
 
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
 pub struct Count {
     pub count: i64,
 }

@@ -213,7 +213,15 @@ pub fn encode_cursor((micros, id): (i64, Uuid)) -> String {
 }
 
 pub fn decode_cursor(cursor: &str) -> Option<(i64, Uuid)> {
+    // Exactly what encode_cursor writes: up to 17 digits (microseconds
+    // since 1970, to the year 5138, well within PostgreSQL's range), `_`,
+    // and a hyphenated UUID.
     let (micros, id) = cursor.split_once('_')?;
+    let digits_ok = (1..=17).contains(&micros.len()) && micros.bytes().all(|b| b.is_ascii_digit());
+    let hyphens_ok = id.len() == 36 && [8, 13, 18, 23].iter().all(|&i| id.as_bytes()[i] == b'-');
+    if !digits_ok || !hyphens_ok {
+        return None;
+    }
     Some((micros.parse().ok()?, id.parse().ok()?))
 }
 

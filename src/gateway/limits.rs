@@ -74,17 +74,20 @@ impl Bucket {
     }
 }
 
-/// Connection attempts per client address.
+/// A rate limit per key: client address, user.
 #[derive(Debug)]
-pub struct ConnectLimiter {
+pub struct Limiter<K> {
     rate: Rate,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    buckets: Mutex<HashMap<K, Bucket>>,
 }
+
+/// Connection attempts per client address.
+pub type ConnectLimiter = Limiter<IpAddr>;
 
 /// Addresses tracked before full buckets are forgotten.
 const TRACKED: usize = 10_000;
 
-impl ConnectLimiter {
+impl<K: std::hash::Hash + Eq> Limiter<K> {
     pub fn new(rate: Rate) -> Self {
         Self {
             rate,
@@ -92,7 +95,7 @@ impl ConnectLimiter {
         }
     }
 
-    pub fn allow(&self, address: IpAddr) -> bool {
+    pub fn allow(&self, key: K) -> bool {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if buckets.len() >= TRACKED {
@@ -100,7 +103,7 @@ impl ConnectLimiter {
             buckets.retain(|_, bucket| !bucket.is_full(self.rate, now));
         }
         buckets
-            .entry(address)
+            .entry(key)
             .or_insert_with(|| Bucket::full(self.rate))
             .take(self.rate, now)
     }

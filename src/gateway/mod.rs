@@ -50,6 +50,8 @@ pub struct Shared {
     pub trust_proxy: bool,
     /// Client events per socket.
     pub event_rate: limits::Rate,
+    /// REST calls per user, at the same rate as a socket's events.
+    pub api_calls: limits::Limiter<uuid::Uuid>,
     pub presence: Arc<presence::Presence>,
     pub tail: TailHandle,
     pub counts: counts::Counts,

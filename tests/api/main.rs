@@ -8,6 +8,7 @@ mod gateway;
 mod health;
 mod helpers;
 mod instances;
+mod rest;
 mod resume;
 mod schema;
 mod security;

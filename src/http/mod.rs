@@ -19,6 +19,8 @@ use serde_json::json;
 use tokio::sync::watch;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+pub mod api;
+
 use crate::config::CorsOrigins;
 use crate::db::Pool;
 use crate::log::tail::Health;
@@ -37,6 +39,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
         .with_state(state)
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
 }
 
 /// Wraps the Socket.IO service: origin check first, then CORS headers.

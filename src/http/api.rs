@@ -1,0 +1,388 @@
+//! The REST API (CONTRACT §4): a user's notifications over plain HTTP, with
+//! the same Bearer JWT verification as the socket and the same queries.
+//! Errors are `{error: {code, message}}` with a fitting status; a 500
+//! carries no internal detail (the cause is logged where it happens).
+//! The OpenAPI document at `/api/openapi.json` is generated from this code.
+
+use axum::extract::{FromRequestParts, Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
+use uuid::Uuid;
+
+use crate::auth::TokenError;
+use crate::db::{self, inbox::Inbox};
+use crate::gateway::Gateway;
+use crate::gateway::client_events::{decode_cursor, encode_cursor};
+use crate::wire::{Count, ListedNotification};
+
+pub fn router(gateway: Gateway) -> Router {
+    Router::new()
+        .route("/api/notifications", get(list))
+        .route("/api/notifications/unread-count", get(unread_count))
+        .route("/api/notifications/read-all", post(read_all))
+        .route("/api/notifications/{id}/read", post(read))
+        .route("/api/openapi.json", get(openapi))
+        .with_state(gateway)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "herald", description = "A user's notifications over HTTP. Live pushes are on Socket.IO (namespace /notifications)."),
+    paths(list, unread_count, read, read_all),
+    components(schemas(Page, Count, ReadAck, ReadAllAck, ErrorResponse, ErrorDetail, ListedNotification, crate::wire::Notification)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+/// A failed request; each variant documents its status.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: a malformed parameter.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401: no token, or one that does not verify.
+    #[error("{message}")]
+    Unauthorized {
+        code: &'static str,
+        message: &'static str,
+    },
+    /// 403: the user is deactivated.
+    #[error("the user is inactive")]
+    Forbidden,
+    /// 404: no such notification in this user's inbox.
+    #[error("notification not found")]
+    NotFound,
+    /// 429: too many requests from this user.
+    #[error("too many requests")]
+    RateLimited,
+    /// 500: logged where it happened; the client learns nothing more.
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_payload"),
+            Self::Unauthorized { code, .. } => (StatusCode::UNAUTHORIZED, code),
+            Self::Forbidden => (StatusCode::FORBIDDEN, "user_inactive"),
+            Self::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            Self::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+
+    /// Logs the cause once, here where it is handled, and hides it.
+    fn internal(error: impl Into<anyhow::Error>) -> Self {
+        tracing::error!(error = format!("{:#}", error.into()), "API request failed");
+        Self::Internal
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let body = ErrorResponse {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                message: self.to_string(),
+            },
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorResponse {
+    error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// invalid_payload, missing_token, invalid_token, token_expired, user_not_found, user_inactive, not_found, rate_limited or internal.
+    code: String,
+    message: String,
+}
+
+/// The authenticated caller's inbox.
+pub struct Caller(Inbox);
+
+impl FromRequestParts<Gateway> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, gateway: &Gateway) -> Result<Self, ApiError> {
+        let header =
+            parts
+                .headers
+                .get(axum::http::header::AUTHORIZATION)
+                .ok_or(ApiError::Unauthorized {
+                    code: "missing_token",
+                    message: "send Authorization: Bearer <token>",
+                })?;
+        let invalid = ApiError::Unauthorized {
+            code: "invalid_token",
+            message: "the token does not verify",
+        };
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.trim().split_once(' '))
+            .filter(|(scheme, token)| {
+                scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()
+            })
+            .map(|(_, token)| token.trim())
+            .ok_or(ApiError::Unauthorized {
+                code: "invalid_token",
+                message: "the token does not verify",
+            })?;
+        let verified = gateway.jwt.verify(token).map_err(|e| match e {
+            TokenError::Expired => ApiError::Unauthorized {
+                code: "token_expired",
+                message: "the token has expired",
+            },
+            TokenError::Invalid => invalid,
+        })?;
+        if !gateway.api_calls.allow(verified.user_id) {
+            return Err(ApiError::RateLimited);
+        }
+        let client = gateway.pool.get().await.map_err(ApiError::internal)?;
+        let user = db::users::find(&client, verified.user_id)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or(ApiError::Unauthorized {
+                code: "user_not_found",
+                message: "no such user",
+            })?;
+        if !user.is_active {
+            return Err(ApiError::Forbidden);
+        }
+        Ok(Self(gateway.inbox_of(&user)))
+    }
+}
+
+/// One page of notifications, newest first.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Page {
+    items: Vec<ListedNotification>,
+    /// Pass as `before` for the next page; null on the last page.
+    next_cursor: Option<String>,
+}
+
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// How many, default 20.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
+    limit: Option<String>,
+    /// A `nextCursor` from the previous page.
+    #[param(
+        pattern = "^[0-9]{1,17}_[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
+    before: Option<String>,
+    /// true: unread notifications only.
+    #[param(value_type = Option<bool>)]
+    unread: Option<String>,
+}
+
+impl ListParams {
+    /// Parsed by hand so that every mistake is a JSON 400, duplicates too.
+    fn parse(query: &str) -> Result<Self, ApiError> {
+        let mut params = Self {
+            limit: None,
+            before: None,
+            unread: None,
+        };
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            let slot = match key.as_ref() {
+                "limit" => &mut params.limit,
+                "before" => &mut params.before,
+                "unread" => &mut params.unread,
+                _ => continue,
+            };
+            if slot.replace(value.into_owned()).is_some() {
+                return Err(ApiError::BadRequest(format!("{key} is given twice")));
+            }
+        }
+        Ok(params)
+    }
+}
+
+#[utoipa::path(
+    get, path = "/api/notifications", params(ListParams),
+    responses(
+        (status = 200, description = "A page of the caller's notifications, newest first", body = Page),
+        (status = 400, description = "A malformed parameter", body = ErrorResponse),
+        (status = 401, description = "Missing or invalid token", body = ErrorResponse),
+        (status = 403, description = "Inactive user", body = ErrorResponse),
+        (status = 429, description = "Too many requests", body = ErrorResponse),
+        (status = 500, description = "Internal error", body = ErrorResponse),
+    )
+)]
+async fn list(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Page>, ApiError> {
+    let params = ListParams::parse(query.as_deref().unwrap_or_default())?;
+    let limit = match params.limit.as_deref() {
+        None => 20,
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| {
+                ApiError::BadRequest("limit must be a whole number from 1 to 100".into())
+            })?,
+    };
+    let before = match params.before.as_deref() {
+        None => None,
+        Some(cursor) => Some(
+            decode_cursor(cursor)
+                .ok_or_else(|| ApiError::BadRequest("before is not a nextCursor".into()))?,
+        ),
+    };
+    let unread = match params.unread.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(ApiError::BadRequest("unread must be true or false".into())),
+    };
+    let client = gateway.pool.get().await.map_err(ApiError::internal)?;
+    let page = caller
+        .0
+        .list(&client, before, limit, unread)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(Page {
+        items: page.items,
+        next_cursor: page.next.map(encode_cursor),
+    }))
+}
+
+#[utoipa::path(
+    get, path = "/api/notifications/unread-count",
+    responses(
+        (status = 200, description = "How many notifications the caller has not read", body = Count),
+        (status = 401, description = "Missing or invalid token", body = ErrorResponse),
+        (status = 403, description = "Inactive user", body = ErrorResponse),
+        (status = 429, description = "Too many requests", body = ErrorResponse),
+        (status = 500, description = "Internal error", body = ErrorResponse),
+    )
+)]
+async fn unread_count(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+) -> Result<Json<Count>, ApiError> {
+    let client = gateway.pool.get().await.map_err(ApiError::internal)?;
+    let count = caller
+        .0
+        .unread_count(&client)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(Count { count }))
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadAck {
+    success: bool,
+    notification_id: Uuid,
+    /// When the caller (first) read it, RFC 3339.
+    read_at: String,
+}
+
+#[utoipa::path(
+    post, path = "/api/notifications/{id}/read",
+    params(("id" = Uuid, Path, description = "The notification's id")),
+    responses(
+        (status = 200, description = "Read; reading again answers the first time", body = ReadAck),
+        (status = 400, description = "The id is not a UUID", body = ErrorResponse),
+        (status = 401, description = "Missing or invalid token", body = ErrorResponse),
+        (status = 403, description = "Inactive user", body = ErrorResponse),
+        (status = 404, description = "Not in the caller's inbox", body = ErrorResponse),
+        (status = 429, description = "Too many requests", body = ErrorResponse),
+        (status = 500, description = "Internal error", body = ErrorResponse),
+    )
+)]
+async fn read(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ReadAck>, ApiError> {
+    let id: Uuid = id
+        .parse()
+        .map_err(|_| ApiError::BadRequest("the id is not a UUID".into()))?;
+    let client = gateway.pool.get().await.map_err(ApiError::internal)?;
+    let read_at = caller
+        .0
+        .mark_read(&client, id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or(ApiError::NotFound)?;
+    Ok(Json(ReadAck {
+        success: true,
+        notification_id: id,
+        read_at,
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReadAllAck {
+    success: bool,
+    /// How many became read.
+    count: u64,
+}
+
+#[utoipa::path(
+    post, path = "/api/notifications/read-all",
+    responses(
+        (status = 200, description = "Everything unread is now read", body = ReadAllAck),
+        (status = 401, description = "Missing or invalid token", body = ErrorResponse),
+        (status = 403, description = "Inactive user", body = ErrorResponse),
+        (status = 429, description = "Too many requests", body = ErrorResponse),
+        (status = 500, description = "Internal error", body = ErrorResponse),
+    )
+)]
+async fn read_all(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+) -> Result<Json<ReadAllAck>, ApiError> {
+    let client = gateway.pool.get().await.map_err(ApiError::internal)?;
+    let count = caller
+        .0
+        .mark_all_read(&client)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(ReadAllAck {
+        success: true,
+        count,
+    }))
+}
