@@ -85,7 +85,8 @@ pub async fn run(
         listener: tail_handle.health.clone(),
         cors: cors.clone(),
     });
-    let app = http::guard_socket_io(app.merge(api).layer(socket_layer), cors);
+    let app =
+        http::guard_socket_io(app.merge(api).layer(socket_layer), cors).layer(http::trace_layer());
 
     let address = listener.local_addr()?;
     tracing::info!(%address, "herald listening");

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use socketioxide::extract::{AckSender, SocketRef, State, TryData};
 use time::OffsetDateTime;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::Gateway;
@@ -106,6 +107,12 @@ fn answer(socket: &SocketRef, ack: AckSender, event: &'static str, result: AckRe
     drop(sent);
 }
 
+/// A span for one client event, with the socket's and the user's ids.
+fn span(socket: &SocketRef, event: &'static str) -> tracing::Span {
+    let user = socket.extensions.get::<Session>().map(|s| s.user_id);
+    tracing::info_span!("client_event", socket.id = %socket.id, user.id = ?user, event)
+}
+
 /// The socket's session, if it may send another event now.
 fn admit(socket: &SocketRef) -> Result<Session, AckError> {
     let session = socket
@@ -146,8 +153,10 @@ async fn mark_read(
             .mark_read(&client, request.notification_id)
             .await?
             .ok_or(AckError::NotFound)?;
+        metrics::reads(1);
         Ok(json!({"success": true, "notificationId": request.notification_id, "readAt": read_at}))
     }
+    .instrument(span(&socket, on::MARK_READ))
     .await;
     answer(&socket, ack, on::MARK_READ, result);
 }
@@ -168,8 +177,10 @@ async fn mark_delivered(
         {
             return Err(AckError::NotFound);
         }
+        metrics::deliveries_acknowledged();
         Ok(json!({"success": true, "notificationId": request.notification_id}))
     }
+    .instrument(span(&socket, on::MARK_DELIVERED))
     .await;
     answer(&socket, ack, on::MARK_DELIVERED, result);
 }
@@ -189,8 +200,10 @@ async fn mark_all_read(
         }
         let client = gateway.pool.get().await?;
         let count = inbox(&gateway, &session).mark_all_read(&client).await?;
+        metrics::reads(count);
         Ok(json!({"success": true, "count": count}))
     }
+    .instrument(span(&socket, on::MARK_ALL_READ))
     .await;
     answer(&socket, ack, on::MARK_ALL_READ, result);
 }
@@ -254,6 +267,7 @@ async fn list(
             .await?;
         Ok(json!({"success": true, "items": page.items, "nextCursor": page.next.map(encode_cursor)}))
     }
+    .instrument(span(&socket, on::NOTIFICATIONS_LIST))
     .await;
     answer(&socket, ack, on::NOTIFICATIONS_LIST, result);
 }
@@ -286,6 +300,7 @@ async fn refresh(
             .map_err(|_| AckError::InvalidToken("exp out of range"))?;
         Ok(json!({"success": true, "expiresAt": wire::rfc3339(expires_at)}))
     }
+    .instrument(span(&socket, on::AUTH_REFRESH))
     .await;
     answer(&socket, ack, on::AUTH_REFRESH, result);
 }

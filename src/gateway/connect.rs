@@ -19,6 +19,7 @@ use socketioxide::extract::{SocketRef, State};
 use socketioxide::socket::Sid;
 use time::OffsetDateTime;
 use tokio_postgres::IsolationLevel;
+use tracing::Instrument;
 
 use super::Gateway;
 use super::client_events;
@@ -45,10 +46,17 @@ pub async fn on_connect(socket: SocketRef, io: SocketIo, State(gateway): State<G
         return;
     };
     metrics::connected();
+    let (users, sockets) = gateway.presence.totals();
+    metrics::online(users, sockets);
     client_events::register(&socket);
     socket.on_disconnect(
-        async |socket: SocketRef, reason: socketioxide::socket::DisconnectReason| {
+        async |socket: SocketRef,
+               reason: socketioxide::socket::DisconnectReason,
+               State(gateway): State<Gateway>| {
             tracing::debug!(socket.id = %socket.id, ?reason, "socket disconnected");
+            let (users, sockets) = gateway.presence.totals();
+            // This socket's slot is released when the socket is dropped, just after.
+            metrics::online(users, sockets.saturating_sub(1));
         },
     );
     tokio::spawn(expire_session(
@@ -58,7 +66,8 @@ pub async fn on_connect(socket: SocketRef, io: SocketIo, State(gateway): State<G
         gateway.jwt.leeway(),
     ));
 
-    if let Err(error) = sync(&socket, &gateway, &session).await {
+    let span = tracing::info_span!("connect", socket.id = %socket.id, user.id = %session.user_id);
+    if let Err(error) = sync(&socket, &gateway, &session).instrument(span).await {
         tracing::warn!(socket.id = %socket.id, user.id = %session.user_id, error = format!("{error:#}"), "connect sequence failed");
         let _ = socket.disconnect();
     }

@@ -45,6 +45,11 @@ impl Dispatch for Dispatcher {
             );
             self.apply(event, &event_id, now, &mut recount, &mut pacer)
                 .await;
+            metrics::emitted_after(
+                (OffsetDateTime::now_utc() - event.created_at)
+                    .try_into()
+                    .unwrap_or_default(),
+            );
         }
         self.counts.refresh(recount);
         metrics::delivery_lag(self.deliveries.lag());

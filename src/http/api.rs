@@ -347,6 +347,7 @@ async fn read(
         .await
         .map_err(ApiError::internal)?
         .ok_or(ApiError::NotFound)?;
+    crate::telemetry::metrics::reads(1);
     Ok(Json(ReadAck {
         success: true,
         notification_id: id,
@@ -381,6 +382,7 @@ async fn read_all(
         .mark_all_read(&client)
         .await
         .map_err(ApiError::internal)?;
+    crate::telemetry::metrics::reads(count);
     Ok(Json(ReadAllAck {
         success: true,
         count,

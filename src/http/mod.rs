@@ -42,6 +42,17 @@ pub fn router(state: HttpState) -> Router {
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
 }
 
+/// A span per HTTP request with its method and path; never the query
+/// string, which may carry a token.
+pub fn trace_layer<B>() -> tower_http::trace::TraceLayer<
+    tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
+    impl Fn(&axum::http::Request<B>) -> tracing::Span + Clone,
+> {
+    tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<B>| {
+        tracing::info_span!("http", method = %request.method(), path = request.uri().path())
+    })
+}
+
 /// Wraps the Socket.IO service: origin check first, then CORS headers.
 pub fn guard_socket_io(router: Router, cors: Arc<CorsOrigins>) -> Router {
     let allowed = cors.clone();
@@ -117,7 +128,9 @@ async fn ready(State(state): State<HttpState>) -> Response {
     (status, Json(body)).into_response()
 }
 
-async fn metrics() -> Response {
+async fn metrics(State(state): State<HttpState>) -> Response {
+    let pool = state.pool.status();
+    crate::telemetry::metrics::pool(pool.size, pool.available, pool.waiting);
     match crate::telemetry::metrics::handle() {
         Some(handle) => (
             [(

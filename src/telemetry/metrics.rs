@@ -65,6 +65,24 @@ pub fn client_event(event: &'static str, outcome: &'static str) {
     counter!("herald_client_events_total", "event" => event, "outcome" => outcome).increment(1);
 }
 
+pub fn reads(count: u64) {
+    counter!("herald_reads_total").increment(count);
+}
+
+pub fn deliveries_acknowledged() {
+    counter!("herald_deliveries_acknowledged_total").increment(1);
+}
+
+pub fn emitted_after(lag: Duration) {
+    histogram!("herald_event_to_emit_seconds").record(lag.as_secs_f64());
+}
+
+pub fn pool(size: usize, available: usize, waiting: usize) {
+    gauge!("herald_db_pool_connections").set(size as f64);
+    gauge!("herald_db_pool_available").set(available as f64);
+    gauge!("herald_db_pool_waiting").set(waiting as f64);
+}
+
 pub fn deliveries_recorded(rows: usize) {
     counter!("herald_deliveries_recorded_total").increment(rows as u64);
 }
