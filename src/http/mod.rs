@@ -38,6 +38,8 @@ pub fn router(state: HttpState) -> Router {
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/", get(inbox_page))
+        .route("/assets/socket.io.min.js", get(socket_io_client))
         .with_state(state)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
 }
@@ -77,7 +79,13 @@ pub fn guard_socket_io(router: Router, cors: Arc<CorsOrigins>) -> Router {
 async fn check_origin(cors: &CorsOrigins, request: Request, next: Next) -> Response {
     let socket_io = request.uri().path().starts_with("/socket.io");
     if socket_io && let Some(origin) = request.headers().get(header::ORIGIN) {
-        let allowed = origin.to_str().is_ok_and(|o| cors.allows(o));
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok());
+        let allowed = origin
+            .to_str()
+            .is_ok_and(|o| cors.allows(o) || same_origin(o, host));
         if !allowed {
             tracing::info!(origin = ?origin, "request from a foreign origin refused");
             return error(
@@ -90,11 +98,48 @@ async fn check_origin(cors: &CorsOrigins, request: Request, next: Next) -> Respo
     next.run(request).await
 }
 
+/// Whether `origin` is the site the request was sent to (herald's own
+/// inbox page): a browser never sends another site's origin, so such a
+/// request is not cross-site whatever CORS_ORIGINS says.
+fn same_origin(origin: &str, host: Option<&str>) -> bool {
+    let Some(host) = host else { return false };
+    origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .is_some_and(|rest| rest.eq_ignore_ascii_case(host))
+}
+
 /// `{error: {code, message}}` with a status.
 pub fn error(status: StatusCode, code: &'static str, message: &str) -> Response {
     (
         status,
         Json(json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
+}
+
+/// The demo inbox page: plain HTML, CSS and JS in the binary.
+async fn inbox_page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("../../assets/inbox.html"),
+    )
+        .into_response()
+}
+
+/// socket.io-client's browser build (4.8.4, MIT), served from here so the
+/// page loads nothing from the internet. Not under /socket.io/: that path
+/// belongs to the Socket.IO endpoint.
+async fn socket_io_client() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        include_str!("../../assets/socket.io.min.js"),
     )
         .into_response()
 }
@@ -145,5 +190,25 @@ async fn metrics(State(state): State<HttpState>) -> Response {
             "internal",
             "metrics are unavailable",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_origin;
+
+    #[test]
+    fn only_the_requested_host_is_the_same_origin() {
+        assert!(same_origin("http://127.0.0.1:4000", Some("127.0.0.1:4000")));
+        assert!(same_origin(
+            "https://notifications.example.com",
+            Some("notifications.example.com")
+        ));
+        assert!(!same_origin("http://evil.example", Some("127.0.0.1:4000")));
+        assert!(!same_origin(
+            "http://127.0.0.1:4000.evil.example",
+            Some("127.0.0.1:4000")
+        ));
+        assert!(!same_origin("http://127.0.0.1:4000", None));
     }
 }
