@@ -27,6 +27,21 @@ pub enum Command {
     Token(TokenArgs),
     /// Insert one notification and print its id.
     Send(SendArgs),
+    /// Delete events past retention and, optionally, old read notifications.
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Events older than this go.
+    #[arg(long, env = "HERALD_EVENT_RETENTION", default_value = "7d")]
+    pub event_retention: String,
+    /// Also delete notifications read, retracted or expired longer ago than
+    /// this, with their receipts and delivery rows.
+    #[arg(long)]
+    pub read_older_than: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -95,6 +110,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", args.jwt.config()?.sign(args.user, ttl)?);
             Ok(())
         }
+        Command::Prune(args) => prune(args).await,
         Command::Send(args) => {
             let id = send(args).await?;
             println!("{id}");
@@ -155,6 +171,33 @@ async fn send(args: SendArgs) -> anyhow::Result<Uuid> {
                 _ => anyhow::Error::new(error).context("inserting the notification"),
             },
         )
+}
+
+async fn prune(args: PruneArgs) -> anyhow::Result<()> {
+    let url = args.database.url()?;
+    let retention = config::parse_duration("HERALD_EVENT_RETENTION", &args.event_retention)?;
+    let read_older_than = args
+        .read_older_than
+        .as_deref()
+        .map(|raw| config::parse_duration("--read-older-than", raw))
+        .transpose()?;
+    let pool = db::pool(&url, 1)?;
+    let events = crate::log::retention::prune(&pool, retention).await?;
+    println!(
+        "deleted {events} event(s) older than {}",
+        humantime::format_duration(retention)
+    );
+    if let Some(older_than) = read_older_than {
+        let removed = crate::log::retention::prune_notifications(&pool, older_than).await?;
+        println!(
+            "deleted {} notification(s) read, retracted or expired more than {} ago, with {} receipt(s) and {} delivery row(s)",
+            removed.notifications,
+            humantime::format_duration(older_than),
+            removed.receipts,
+            removed.deliveries
+        );
+    }
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.

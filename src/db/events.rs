@@ -81,3 +81,23 @@ pub async fn pruned_through(client: &impl GenericClient) -> anyhow::Result<u64> 
     let text: String = client.query_one(&statement, &[]).await?.try_get(0)?;
     Ok(text.parse()?)
 }
+
+/// One batch of `herald.prune_notifications`.
+pub async fn prune_notifications(
+    client: &impl GenericClient,
+    older_than: std::time::Duration,
+    batch: i32,
+) -> Result<crate::log::retention::Removed, tokio_postgres::Error> {
+    let statement = client
+        .prepare_cached("select * from herald.prune_notifications(make_interval(secs => $1), $2)")
+        .await?;
+    let row = client
+        .query_one(&statement, &[&older_than.as_secs_f64(), &batch])
+        .await?;
+    let count = |column: &str| row.try_get::<_, i32>(column).map(|n| n.max(0) as u64);
+    Ok(crate::log::retention::Removed {
+        notifications: count("notifications")?,
+        receipts: count("receipts")?,
+        deliveries: count("deliveries")?,
+    })
+}

@@ -263,3 +263,97 @@ fn asymmetric_keys_sign_and_verify_and_refuse_algorithm_switching() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn prune_removes_old_events_and_old_read_notifications_and_reports_it() {
+    let db = TestDb::migrated().await;
+    let pg = db.client().await;
+    let user = insert_user(&pg, "Ada", "USER", None).await;
+    let insert = |title: &'static str, age_days: i32| {
+        let pg = &pg;
+        async move {
+            pg.query_one(
+                "insert into herald.notifications (user_id, title, created_at) values ($1, $2, now() - make_interval(days => $3)) returning id",
+                &[&user, &title, &age_days],
+            )
+            .await
+            .unwrap()
+            .get::<_, Uuid>(0)
+        }
+    };
+    let old_read = insert("old and read", 100).await;
+    let old_unread = insert("old and unread", 100).await;
+    let recent_read = insert("recent and read", 10).await;
+    let old_retracted = insert("old and retracted", 100).await;
+    for (id, days) in [(old_read, 95), (recent_read, 5)] {
+        pg.execute(
+            "insert into herald.notification_seen (notification_id, user_id, seen_at) values ($1, $2, now() - make_interval(days => $3))",
+            &[&id, &user, &days],
+        )
+        .await
+        .unwrap();
+    }
+    pg.execute(
+        "insert into herald.notification_deliveries (notification_id, user_id, status, sent_at) values ($1, $2, 'SENT', now())",
+        &[&old_read, &user],
+    )
+    .await
+    .unwrap();
+    pg.execute("update herald.notifications set retracted_at = created_at + interval '1 day' where id = $1", &[&old_retracted])
+        .await
+        .unwrap();
+    // Age all but the newest event past a week.
+    pg.execute("update herald.events set created_at = now() - interval '8 days' where id < (select max(id) from herald.events)", &[])
+        .await
+        .unwrap();
+    let events_before: i64 = pg
+        .query_one("select count(*) from herald.events", &[])
+        .await
+        .unwrap()
+        .get(0);
+
+    let output = herald()
+        .args(["prune", "--read-older-than", "90d"])
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        report.contains(&format!("deleted {} event(s)", events_before - 1)),
+        "{report}"
+    );
+    assert!(
+        report.contains("deleted 2 notification(s)")
+            && report.contains("1 receipt(s) and 1 delivery row(s)"),
+        "{report}"
+    );
+
+    let left: Vec<Uuid> = pg
+        .query("select id from herald.notifications order by title", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(left, [old_unread, recent_read]);
+    let events_after: i64 = pg
+        .query_one("select count(*) from herald.events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(events_after, 1);
+    let horizon: String = pg
+        .query_one(
+            "select pruned_through_tx::text from herald.event_retention",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_ne!(horizon, "0", "the pruned horizon moved");
+}
