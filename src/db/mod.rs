@@ -26,6 +26,9 @@ pub fn pool(url: &str, max_size: usize) -> anyhow::Result<Pool> {
     if config.get_application_name().is_none() {
         config.application_name("herald");
     }
+    // Small OLTP queries only: JIT compilation would cost more than it saves
+    // (and kicks in on misleading estimates after bulk inserts).
+    without_jit(&mut config);
     let manager = Manager::from_config(
         config,
         NoTls,
@@ -40,6 +43,15 @@ pub fn pool(url: &str, max_size: usize) -> anyhow::Result<Pool> {
         .runtime(deadpool_postgres::Runtime::Tokio1)
         .build()
         .context("building the database pool")
+}
+
+/// Turns JIT off for a connection, keeping any options the URL carries.
+pub fn without_jit(config: &mut tokio_postgres::Config) {
+    let options = match config.get_options() {
+        Some(existing) => format!("{existing} -c jit=off"),
+        None => "-c jit=off".to_owned(),
+    };
+    config.options(options);
 }
 
 /// One connection of its own, driven by a spawned task; for work that must

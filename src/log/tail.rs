@@ -213,6 +213,8 @@ impl Tail {
         let mut config: tokio_postgres::Config =
             self.url.parse().context("invalid HERALD_LISTEN_URL")?;
         config.application_name("herald-listener");
+        // Small OLTP queries only: JIT compilation would cost more than it saves.
+        crate::db::without_jit(&mut config);
         config.connect_timeout(QUERY_TIMEOUT);
         config.keepalives_idle(Duration::from_secs(30));
         let (client, mut connection) = config.connect(NoTls).await.context("connecting")?;
@@ -300,8 +302,7 @@ async fn read_step(
     statement: &tokio_postgres::Statement,
     from: Snapshot,
 ) -> anyhow::Result<Step> {
-    let from_text = from.to_string();
-    let rows = client.query(statement, &[&from_text]).await?;
+    let rows = client.query(statement, &[&from.to_string()]).await?;
     let mut end = None;
     let mut events = Vec::with_capacity(rows.len());
     for row in &rows {
