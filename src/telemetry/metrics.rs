@@ -21,6 +21,20 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
                 .ok()?
                 .install_recorder()
                 .ok()
+                .inspect(|_| {
+                    // Rare counters start at zero, so dashboards show 0, not "no data".
+                    for name in [
+                        "herald_listener_reconnects_total",
+                        "herald_socket_queue_overflows_total",
+                        "herald_deliveries_dropped_total",
+                        "herald_deliveries_recorded_total",
+                        "herald_deliveries_acknowledged_total",
+                        "herald_reads_total",
+                        "herald_connects_total",
+                    ] {
+                        counter!(name).increment(0);
+                    }
+                })
         })
         .as_ref()
 }

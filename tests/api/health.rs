@@ -71,3 +71,56 @@ async fn readiness_fails_while_the_listener_is_down() {
     assert!(recovered, "the listener did not reconnect within 5 s");
     app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_grafana_dashboard_plots_only_metrics_herald_exports() {
+    let app = TestApp::spawn().await;
+    // Exercise enough that every metric family has been written once.
+    let user = app.user("Ada", "USER", None).await;
+    let mut client =
+        crate::client::connect(app.address, crate::client::Connect::token(&app.token(user)))
+            .await
+            .unwrap();
+    client.connected().await;
+    let id = app.notify(user, "metrics").await;
+    client.wait_for("notification:new").await;
+    client
+        .ack("mark.read", Some(serde_json::json!({"notificationId": id})))
+        .await;
+    client
+        .ack(
+            "mark.delivered",
+            Some(serde_json::json!({"notificationId": id})),
+        )
+        .await;
+    let _ = crate::client::connect(app.address, crate::client::Connect::token("garbage")).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let exported = reqwest::get(app.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../../deploy/grafana-dashboard.json")).unwrap();
+    let mut checked = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for name in expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("herald_"))
+            {
+                let family = name.trim_end_matches("_bucket");
+                assert!(
+                    exported.contains(family),
+                    "{} plots {family}, which /metrics does not export",
+                    panel["title"]
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 16);
+}

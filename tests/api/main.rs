@@ -3,6 +3,7 @@
 
 mod cli;
 mod client;
+mod docs;
 mod faults;
 mod gateway;
 mod health;
