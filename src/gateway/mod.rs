@@ -96,6 +96,9 @@ pub fn layer(gateway: Gateway) -> (SocketIoLayer, SocketIo) {
         // Client payloads are small JSON objects; anything larger is refused
         // by the transport before it is parsed.
         .max_payload(64 * 1024)
+        // Clients send small acks and requests: a 1 KiB read buffer per
+        // socket instead of 4 KiB (idle sockets are herald's memory).
+        .ws_read_buffer_size(1024)
         .ws_max_message_size(64 * 1024)
         .transports([TransportType::Websocket, TransportType::Polling])
         .with_state(gateway)
