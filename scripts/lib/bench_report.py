@@ -86,11 +86,13 @@ row("S1", "lost / duplicated", f"{h and h['lost']} / {h and h['duplicates']}", f
     "", "", "0 lost", yes(None if not h else h["lost"] == 0))
 
 h, p = S["UnicastThroughput"]["herald"], S["UnicastThroughput"]["peer"]
-hv, pv = h and h["deliveries_per_second"], p and p["deliveries_per_second"]
+hv, pv = h and h["sustained_deliveries_per_second"], p and p["sustained_deliveries_per_second"]
 row("S2 unicast throughput", "deliveries/s", num(hv), num(pv), f"pgbench {num(pg100 and pg100['rows_per_second'])} rows/s",
     num(ratio(hv, pv), 1) + "×" if ratio(hv, pv) else "—", "≥ 50,000/s; ≥ 5× peer", yes(None if hv is None else hv >= 50000 and (ratio(hv, pv) or 0) >= 5))
-row("S2", "fraction of pgbench rows/s", num(ratio(hv, pg100 and pg100["rows_per_second"]), 2), num(ratio(pv, pg100 and pg100["rows_per_second"]), 2),
-    "1.00", "", "≥ 0.70", yes(None if hv is None or not pg100 else hv / pg100["rows_per_second"] >= 0.7))
+hr, pr = h and h["rows_per_second"], p and p["rows_per_second"]
+row("S2", "rows committed/s, as a fraction of pgbench", f"{num(hr)} ({num(ratio(hr, pg100 and pg100['rows_per_second']), 2)})",
+    f"{num(pr)} ({num(ratio(pr, pg100 and pg100['rows_per_second']), 2)})", "1.00", "", "≥ 0.70",
+    yes(None if hr is None or not pg100 else hr / pg100["rows_per_second"] >= 0.7))
 row("S2", "COMMIT→receipt p50 / p99 (ms)", f"{num(pct(h, 'commit_to_receipt', 'p50_ms'), 1)} / {num(pct(h, 'commit_to_receipt', 'p99_ms'), 1)}",
     f"{num(pct(p, 'commit_to_receipt', 'p50_ms'), 1)} / {num(pct(p, 'commit_to_receipt', 'p99_ms'), 1)}", "", "", "", "")
 row("S2", "lost / duplicated", f"{h and h['lost']} / {h and h['duplicates']}", f"{p and p['lost']} / {p and p['duplicates']}", "", "", "0", yes(None if not h else h["lost"] == 0))
@@ -99,7 +101,7 @@ h, p, b = S["Broadcast"]["herald"], S["Broadcast"]["peer"], S["Broadcast"]["bare
 hv, pv, bv = h and h.get("fanout_median_ms"), p and p.get("fanout_median_ms"), b and b.get("fanout_median_ms")
 row("S3 broadcast fan-out", f"one broadcast to {h and h['connected']} sockets, median of 5 (ms)", num(hv, 1), num(pv, 1), num(bv, 1),
     num(ratio(hv, pv), 2), "≤ 1.5× floor", yes(None if hv is None or not bv else hv <= 1.5 * bv))
-hv, pv, bv = h and h["deliveries_per_second"], p and p["deliveries_per_second"], b and b["deliveries_per_second"]
+hv, pv, bv = (r and r["sustained_deliveries_per_second"] for r in (h, p, b))
 row("S3", "sustained deliveries/s", num(hv), num(pv), num(bv), num(ratio(hv, pv), 1) + "×" if ratio(hv, pv) else "—",
     "≥ 150,000/s; ≥ 5× peer", yes(None if hv is None else hv >= 150000 and (ratio(hv, pv) or 0) >= 5))
 row("S3", "lost / duplicated", f"{h and h['lost']} / {h and h['duplicates']}", f"{p and p['lost']} / {p and p['duplicates']}",
@@ -125,5 +127,7 @@ w("Scenarios: S1 1,000 users with one socket each, single-row transactions at 50
   "S3 10,000 sockets in one sector, five single broadcasts a second apart, then 15 broadcasts/s for 10 s; "
   "S4 idle authenticated sockets (19,000: this sandbox caps a process at 20,000 open files); "
   "S5 10,000 clients connecting at once. Latency runs from the moment the load generator sends COMMIT "
-  "(schedule→receipt from the open-loop schedule). Every notification id is counted per socket.")
+  "(schedule→receipt from the open-loop schedule). Deliveries/s count from the first send to the last arrival, "
+  "so a server that falls behind is measured by when it caught up. Every notification id is counted per socket."
+  + (" `--quick` uses smaller sizes and shorter runs." if mode == "quick" else ""))
 print("\n".join(lines))

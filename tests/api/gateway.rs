@@ -899,3 +899,75 @@ async fn websocket_upgrades_and_polling_from_foreign_origins_are_refused() {
     // Non-browser clients send no Origin and are let through.
     assert_eq!(http.get(&polling).send().await.unwrap().status(), 200);
 }
+
+#[tokio::test]
+async fn batched_counts_equal_the_per_user_unread_query() {
+    let app = TestApp::spawn().await;
+    let (s1, s2) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut inboxes = Vec::new();
+    for (i, (sector, role)) in [
+        (Some(s1), "USER"),
+        (Some(s1), "ADMIN"),
+        (Some(s2), "USER"),
+        (None, "USER"),
+        (None, "SUPER_ADMIN"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let user = app.user(&format!("u{i}"), role, sector).await;
+        inboxes.push(herald::db::inbox::Inbox {
+            user_id: user,
+            sector_id: sector,
+            is_admin: role != "USER",
+        });
+    }
+    // A mix: personal, sector, admin and all notifications; some read,
+    // retracted, expired; reads of broadcasts and of other sectors' ones.
+    let mut ids = Vec::new();
+    for (i, inbox) in inboxes.iter().enumerate() {
+        for k in 0..=i {
+            ids.push(app.notify(inbox.user_id, &format!("p{k}")).await);
+        }
+    }
+    for (audience, sector) in [
+        ("sector", Some(s1)),
+        ("sector", Some(s1)),
+        ("sector", Some(s2)),
+        ("admin", None),
+        ("all", None),
+        ("all", None),
+    ] {
+        ids.push(app.broadcast(audience, sector, "b").await);
+    }
+    app.pg
+        .execute(
+            "update herald.notifications set retracted_at = now() where id = $1",
+            &[&ids[ids.len() - 1]],
+        )
+        .await
+        .unwrap();
+    app.pg
+        .execute("insert into herald.notifications (audience, title, created_at, expires_at) values ('all', 'gone', now() - interval '2 hours', now() - interval '1 hour')", &[])
+        .await
+        .unwrap();
+    for (n, inbox) in ids.iter().zip(inboxes.iter().cycle()).step_by(3) {
+        // Some of these are not addressed to the reader: receipts that must not count.
+        app.pg
+            .execute("insert into herald.notification_seen (notification_id, user_id) values ($1, $2) on conflict do nothing", &[n, &inbox.user_id])
+            .await
+            .unwrap();
+    }
+    let pool = herald::db::pool(&app.db.url, 1).unwrap();
+    let client = pool.get().await.unwrap();
+    let batched: std::collections::HashMap<Uuid, i64> =
+        herald::db::inbox::unread_counts(&client, &inboxes)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    for inbox in &inboxes {
+        let single = inbox.unread_count(&client).await.unwrap();
+        assert_eq!(batched[&inbox.user_id], single, "{inbox:?}");
+    }
+}

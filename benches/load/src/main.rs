@@ -181,6 +181,8 @@ struct Sent {
 /// What one socket saw.
 struct Seen {
     ids: HashMap<Uuid, u32>,
+    /// The server closed the socket before the run ended (e.g. evicted it).
+    closed_early: bool,
     commit_latency: Histogram<u64>,
     schedule_latency: Histogram<u64>,
 }
@@ -189,6 +191,7 @@ impl Seen {
     fn new() -> Self {
         Self {
             ids: HashMap::new(),
+            closed_early: false,
             commit_latency: Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid bounds"),
             schedule_latency: Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid bounds"),
         }
@@ -280,6 +283,7 @@ async fn read_pushes(
     mut ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
     sent: Arc<Sent>,
     fanout: Arc<Fanout>,
+    arrivals: Arc<AtomicU64>,
     mut stop: watch::Receiver<bool>,
 ) -> Seen {
     let mut seen = Seen::new();
@@ -287,7 +291,10 @@ async fn read_pushes(
         tokio::select! {
             _ = stop.changed() => return seen,
             message = ws.next() => {
-                let Some(Ok(message)) = message else { return seen };
+                let Some(Ok(message)) = message else {
+                    seen.closed_early = true;
+                    return seen;
+                };
                 let Message::Text(text) = message else { continue };
                 if text.as_str() == "2" {
                     let _ = ws.send(Message::text("3")).await;
@@ -296,6 +303,7 @@ async fn read_pushes(
                 let now = Instant::now();
                 let Some(id) = notification_id(&text) else { continue };
                 *seen.ids.entry(id).or_default() += 1;
+                arrivals.fetch_add(1, Ordering::Relaxed);
                 if let Some(&(scheduled, committed)) = sent.at.read().expect("not poisoned").get(&id) {
                     let _ = seen.commit_latency.record(now.saturating_duration_since(committed).as_micros().max(1) as u64);
                     let _ = seen.schedule_latency.record(now.saturating_duration_since(scheduled).as_micros().max(1) as u64);
@@ -443,6 +451,7 @@ async fn scenario(run: Run) -> anyhow::Result<Value> {
     let sent = Arc::new(Sent::default());
     let fanout = Arc::new(Fanout::default());
     let (stop_tx, stop_rx) = watch::channel(false);
+    let arrivals = Arc::new(AtomicU64::new(0));
     let mut readers = Vec::new();
     for (index, ws) in sockets {
         readers.push((
@@ -451,13 +460,14 @@ async fn scenario(run: Run) -> anyhow::Result<Value> {
                 ws,
                 sent.clone(),
                 fanout.clone(),
+                arrivals.clone(),
                 stop_rx.clone(),
             )),
         ));
     }
     // Expected notification ids per socket index (None: every socket).
     let expected: Arc<Mutex<Vec<(Option<usize>, Uuid)>>> = Arc::default();
-    let produce_started = Instant::now();
+    let mut produce_started = Instant::now();
     let mut fanout_ids = Vec::new();
     match run.scenario {
         Scenario::UnicastLatency => {
@@ -474,22 +484,34 @@ async fn scenario(run: Run) -> anyhow::Result<Value> {
                 fanout_ids.push(id);
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            // Then a sustained stream at the given rate.
+            // Then a sustained stream at the given rate; rates count from here.
+            produce_started = Instant::now();
             produce_broadcasts(&run, &sent, &expected).await?;
         }
         Scenario::Idle | Scenario::Storm => unreachable!("returned above"),
     }
     let produce_seconds = produce_started.elapsed().as_secs_f64();
-    // Let the last pushes arrive.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Let the last pushes arrive: until nothing came for two seconds (at most a minute).
+    let drain_started = Instant::now();
+    let mut last_count = u64::MAX;
+    while drain_started.elapsed() < Duration::from_secs(60) {
+        let count = arrivals.load(Ordering::Relaxed);
+        if count == last_count {
+            break;
+        }
+        last_count = count;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
     let _ = stop_tx.send(true);
 
     let mut commit = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
     let mut schedule = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
     let expected = expected.lock().expect("not poisoned").clone();
     let (mut lost, mut duplicates, mut delivered, mut expected_total) = (0u64, 0u64, 0u64, 0u64);
+    let mut closed_early = 0;
     for (index, reader) in readers {
         let seen = reader.await?;
+        closed_early += usize::from(seen.closed_early);
         commit.add(&seen.commit_latency)?;
         schedule.add(&seen.schedule_latency)?;
         for (target, id) in &expected {
@@ -519,6 +541,28 @@ async fn scenario(run: Run) -> anyhow::Result<Value> {
             )
         })
         .collect();
+    // Deliveries per second over the window from the first send to the last
+    // arrival, so a server that falls behind is measured by when it caught up.
+    let sustained: Vec<&Uuid> = expected
+        .iter()
+        .map(|(_, id)| id)
+        .filter(|id| !fanout_ids.contains(id))
+        .collect();
+    let last_arrival = sustained
+        .iter()
+        .filter_map(|id| last.get(*id).map(|(_, at)| *at))
+        .max();
+    let window = last_arrival
+        .map(|at| at.saturating_duration_since(produce_started).as_secs_f64())
+        .unwrap_or(produce_seconds);
+    let sustained_delivered: usize = sustained
+        .iter()
+        .filter_map(|id| last.get(*id).map(|(n, _)| *n))
+        .sum();
+    result["delivery_window_seconds"] = json!(window);
+    result["sustained_deliveries_per_second"] =
+        json!(sustained_delivered as f64 / window.max(0.001));
+    result["closed_by_server"] = json!(closed_early);
     result["notifications"] = json!(expected.len());
     result["deliveries_expected"] = json!(expected_total);
     result["deliveries"] = json!(delivered);
