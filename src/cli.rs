@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Migrate (unless --no-migrate), then serve HTTP and Socket.IO until SIGINT/SIGTERM.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply the embedded migrations and exit.
     Migrate(DatabaseArgs),
     /// Print a signed JWT for a user.
@@ -99,7 +99,7 @@ pub struct SendArgs {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     crate::telemetry::init()?;
     match cli.command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::Migrate(args) => {
             let applied = db::migrate(&args.url()?).await?;
             println!("{applied} migration(s) applied");

@@ -32,3 +32,6 @@ pub mod names;
 pub mod server;
 pub mod telemetry;
 pub mod wire;
+
+#[cfg(test)]
+mod fuzzing;

@@ -118,6 +118,10 @@ row("S5 connect storm", f"{h and h['sockets']} clients at once: seconds until al
     yes(None if not h else h["connect_seconds"] <= 10 and h["refused"] == 0 and h["connected"] == h["sockets"]))
 row("S5", "connected / refused", f"{h and h['connected']} / {h and h['refused']}", f"{p and p['connected']} / {p and p['refused']}", "", "", "", "")
 
+failed = [r for r in results if "error" in r]
+if failed:
+    w("")
+    w("Failed in this run: " + "; ".join(f"{r['target']} {r['scenario']} ({r['error']})" for r in failed) + ".")
 w("")
 w(f"pgbench (PostgreSQL alone, 4 clients): {num(pg1 and pg1['tps'])} single-row transactions/s; "
   f"{num(pg100 and pg100['tps'])} 100-row transactions/s = {num(pg100 and pg100['rows_per_second'])} rows/s.")

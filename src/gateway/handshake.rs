@@ -298,35 +298,11 @@ mod fuzz {
     use super::*;
     use proptest::prelude::*;
 
-    fn json() -> impl Strategy<Value = Value> {
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::Bool),
-            any::<i64>().prop_map(|n| serde_json::json!(n)),
-            ".{0,40}".prop_map(Value::String),
-        ];
-        leaf.prop_recursive(3, 24, 4, |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-                prop::collection::btree_map(
-                    prop_oneof![
-                        Just("token".to_owned()),
-                        Just("lastEventId".to_owned()),
-                        ".{0,8}"
-                    ],
-                    inner,
-                    0..4
-                )
-                .prop_map(|m| Value::Object(m.into_iter().collect())),
-            ]
-        })
-    }
-
     proptest! {
         /// Any auth payload, query string and Authorization header yields a
         /// token or one of the contract's refusals, never a panic.
         #[test]
-        fn token_extraction_answers_every_input(auth in proptest::option::of(json()), query in ".{0,80}", header in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..60))) {
+        fn token_extraction_answers_every_input(auth in proptest::option::of(crate::fuzzing::json(&["token", "lastEventId"])), query in ".{0,80}", header in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..60))) {
             let mut request = http::Request::builder();
             if let Ok(uri) = format!("/socket.io/?{query}").parse::<http::Uri>() {
                 request = request.uri(uri);

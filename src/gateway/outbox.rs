@@ -110,7 +110,7 @@ impl Pacer {
 
     pub async fn sent(&mut self) {
         self.sent += 1;
-        if self.sent % Self::EVERY == 0 {
+        if self.sent.is_multiple_of(Self::EVERY) {
             tokio::task::yield_now().await;
         }
     }

@@ -688,24 +688,6 @@ async fn auth_refresh_extends_the_session_only_for_the_same_user() {
 }
 
 #[tokio::test]
-async fn an_expired_session_is_told_and_disconnected() {
-    let app = TestApp::spawn_with(|c| {
-        c.jwt = herald::auth::JwtConfig::hs256(SECRET.as_bytes()).with_claims(
-            None,
-            None,
-            Duration::ZERO,
-        )
-    })
-    .await;
-    let user = app.user("Ada", "USER", None).await;
-    let token = app.jwt.sign(user, Duration::from_secs(2)).unwrap();
-    let mut client = connect(app.address, Connect::token(&token)).await.unwrap();
-    client.connected().await;
-    assert_eq!(client.wait_for("session:expired").await, json!({}));
-    client.closed().await;
-}
-
-#[tokio::test]
 async fn deactivation_disconnects_and_a_sector_change_moves_rooms() {
     let app = TestApp::spawn().await;
     let (old_sector, new_sector) = (Uuid::new_v4(), Uuid::new_v4());

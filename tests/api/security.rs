@@ -8,16 +8,32 @@ use serde_json::{Value, json};
 use crate::client::{Connect, connect};
 use crate::helpers::{SECRET, TestApp};
 
-#[tokio::test]
-async fn auth_refresh_keeps_a_session_past_its_first_token() {
-    let app = TestApp::spawn_with(|c| {
+/// A herald with no clock leeway, so a short token expires on time.
+async fn without_leeway() -> TestApp {
+    TestApp::spawn_with(|c| {
         c.jwt = herald::auth::JwtConfig::hs256(SECRET.as_bytes()).with_claims(
             None,
             None,
             Duration::ZERO,
         )
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn an_expired_session_is_told_and_disconnected() {
+    let app = without_leeway().await;
+    let user = app.user("Ada", "USER", None).await;
+    let token = app.jwt.sign(user, Duration::from_secs(2)).unwrap();
+    let mut client = connect(app.address, Connect::token(&token)).await.unwrap();
+    client.connected().await;
+    assert_eq!(client.wait_for("session:expired").await, json!({}));
+    client.closed().await;
+}
+
+#[tokio::test]
+async fn auth_refresh_keeps_a_session_past_its_first_token() {
+    let app = without_leeway().await;
     let user = app.user("Ada", "USER", None).await;
     let short = app.jwt.sign(user, Duration::from_secs(2)).unwrap();
     let mut client = connect(app.address, Connect::token(&short)).await.unwrap();
@@ -123,7 +139,7 @@ impl Noise {
         let choice = self.next() % if depth > 2 { 6 } else { 8 };
         match choice {
             0 => Value::Null,
-            1 => Value::Bool(self.next() % 2 == 0),
+            1 => Value::Bool(self.next().is_multiple_of(2)),
             2 => json!(self.next() as i64),
             3 => json!(f64::from(self.next() as u32) / 7.0),
             4 => json!(self.string()),

@@ -198,6 +198,10 @@ impl Seen {
     }
 }
 
+/// The notifications each socket should see: (socket index, id), or
+/// (None, id) for every socket.
+type Expected = Arc<Mutex<Vec<(Option<usize>, Uuid)>>>;
+
 /// The last arrival of each broadcast, for fan-out completion times.
 #[derive(Default)]
 struct Fanout {
@@ -408,7 +412,12 @@ async fn scenario(run: Run) -> anyhow::Result<Value> {
         let refused = refused.clone();
         connecting.push(tokio::spawn(async move {
             let _permit = semaphore.acquire_owned().await.ok()?;
-            match connect_client(&run, &client).await {
+            let connecting =
+                tokio::time::timeout(Duration::from_secs(30), connect_client(&run, &client));
+            match connecting
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("no connection:success within 30 s")))
+            {
                 Ok(ws) => Some((client.index, ws)),
                 Err(error) => {
                     if refused.fetch_add(1, Ordering::Relaxed) < 3 {
@@ -466,7 +475,7 @@ async fn scenario(run: Run) -> anyhow::Result<Value> {
         ));
     }
     // Expected notification ids per socket index (None: every socket).
-    let expected: Arc<Mutex<Vec<(Option<usize>, Uuid)>>> = Arc::default();
+    let expected: Expected = Arc::default();
     let mut produce_started = Instant::now();
     let mut fanout_ids = Vec::new();
     match run.scenario {
@@ -589,7 +598,7 @@ async fn produce_unicast(
     run: &Run,
     users: &[Uuid],
     sent: &Arc<Sent>,
-    expected: &Arc<Mutex<Vec<(Option<usize>, Uuid)>>>,
+    expected: &Expected,
     rows: usize,
     rate: Option<f64>,
 ) -> anyhow::Result<()> {
@@ -707,7 +716,7 @@ async fn broadcast_with(
 async fn produce_broadcasts(
     run: &Run,
     sent: &Arc<Sent>,
-    expected: &Arc<Mutex<Vec<(Option<usize>, Uuid)>>>,
+    expected: &Expected,
 ) -> anyhow::Result<()> {
     let total = (run.rate * run.seconds) as u64;
     let start = Instant::now();
