@@ -55,13 +55,14 @@ pub async fn run(
         presence: presence.clone(),
         tail: tail_handle.clone(),
         counts: counts.clone(),
+        deliveries: delivery_queue.clone(),
     });
     let (socket_layer, io) = gateway::layer(gateway.clone());
 
     let dispatcher = Arc::new(Dispatcher {
         io: io.clone(),
         presence: presence.clone(),
-        deliveries: delivery_queue,
+        deliveries: delivery_queue.clone(),
         counts: counts.clone(),
         admin_roles: config.admin_roles.clone(),
     });

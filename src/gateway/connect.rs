@@ -125,6 +125,9 @@ async fn sync(socket: &SocketRef, gateway: &Gateway, session: &Session) -> anyho
                 // resume position is connection:success's lastEventId.
                 if let Route::Emit(emission) = fanout::route(event, &event.id.to_string(), now) {
                     send_waiting(socket, emission.event, &emission.payload).await?;
+                    if let Some(id) = emission.delivers {
+                        gateway.deliveries.sent(id, session.user_id, now);
+                    }
                 }
             }
         }
@@ -136,6 +139,9 @@ async fn sync(socket: &SocketRef, gateway: &Gateway, session: &Session) -> anyho
                     event_id: event_id.as_deref(),
                 };
                 send_waiting(socket, emit::NOTIFICATION_NEW, &payload).await?;
+                gateway
+                    .deliveries
+                    .sent(unread.notification.id, session.user_id, now);
             }
         }
     }
@@ -314,7 +320,12 @@ fn send_catch_up(
             // Under the progress lock nothing may wait: a socket that cannot
             // take its catch-up is evicted and resumes when it reconnects.
             match outbox::send(socket, emission.event, &emission.payload) {
-                Sent::Queued => count_changed |= emission.changes_count,
+                Sent::Queued => {
+                    count_changed |= emission.changes_count;
+                    if let Some(id) = emission.delivers {
+                        gateway.deliveries.sent(id, inbox.user_id, now);
+                    }
+                }
                 Sent::Full => {
                     outbox::evict(socket.clone());
                     return Ok(false);

@@ -55,6 +55,8 @@ pub struct Shared {
     pub presence: Arc<presence::Presence>,
     pub tail: TailHandle,
     pub counts: counts::Counts,
+    /// `SENT` records for what the connect sequence pushes itself.
+    pub deliveries: crate::deliveries::DeliveryQueue,
 }
 
 impl std::ops::Deref for Gateway {

@@ -953,3 +953,31 @@ async fn batched_counts_equal_the_per_user_unread_query() {
         assert_eq!(batched[&inbox.user_id], single, "{inbox:?}");
     }
 }
+
+#[tokio::test]
+async fn pushes_made_by_the_connect_sequence_are_recorded_as_sent_too() {
+    let app = TestApp::spawn().await;
+    let user = app.user("Ada", "USER", None).await;
+    let pending = app.notify(user, "waiting for Ada").await;
+    let mut client = connect(app.address, Connect::token(&app.token(user)))
+        .await
+        .unwrap();
+    assert_eq!(
+        client.expect("notification:new").await["id"],
+        json!(pending)
+    );
+    let mut recorded = false;
+    for _ in 0..100 {
+        recorded = app
+            .pg
+            .query_opt("select 1 from herald.notification_deliveries where notification_id = $1 and user_id = $2 and status = 'SENT'", &[&pending, &user])
+            .await
+            .unwrap()
+            .is_some();
+        if recorded {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(recorded, "the pending push left no SENT row");
+}
