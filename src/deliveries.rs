@@ -14,6 +14,8 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::db::{self, Pool};
 
 /// Pairs waiting at most; beyond this the oldest data is kept and new pairs dropped.
@@ -56,10 +58,10 @@ impl DeliveryQueue {
 }
 
 /// Starts the writer; it drains the queue and stops once every
-/// [`DeliveryQueue`] is dropped.
-pub fn spawn(pool: Pool) -> (DeliveryQueue, tokio::task::JoinHandle<()>) {
+/// [`DeliveryQueue`] is dropped or `stop` is cancelled.
+pub fn spawn(pool: Pool, stop: CancellationToken) -> (DeliveryQueue, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(QUEUE);
-    let handle = tokio::spawn(write_batches(pool, rx));
+    let handle = tokio::spawn(write_batches(pool, rx, stop));
     (
         DeliveryQueue {
             tx,
@@ -69,9 +71,21 @@ pub fn spawn(pool: Pool) -> (DeliveryQueue, tokio::task::JoinHandle<()>) {
     )
 }
 
-async fn write_batches(pool: Pool, mut rx: mpsc::Receiver<Sent>) {
+/// Writes until every queue handle is dropped or `stop` is cancelled; on
+/// stop, what is already queued is still written.
+async fn write_batches(pool: Pool, mut rx: mpsc::Receiver<Sent>, stop: CancellationToken) {
     let mut batch = Vec::with_capacity(BATCH);
-    while rx.recv_many(&mut batch, BATCH).await > 0 {
+    loop {
+        let received = tokio::select! {
+            received = rx.recv_many(&mut batch, BATCH) => received,
+            () = stop.cancelled() => {
+                rx.close();
+                rx.recv_many(&mut batch, BATCH).await
+            }
+        };
+        if received == 0 {
+            return;
+        }
         // Pushes often come in bursts (a broadcast); a moment's wait lets one
         // insert carry the whole burst.
         if batch.len() < BATCH {

@@ -37,10 +37,10 @@ pub async fn run(
     }
     let pool = db::pool(&config.database_url, POOL_SIZE)?;
     let (tail, tail_handle) = crate::log::tail::start(&config.listen_url).await?;
-    let (delivery_queue, delivery_writer) = deliveries::spawn(pool.clone());
+    let stop = CancellationToken::new();
+    let (delivery_queue, delivery_writer) = deliveries::spawn(pool.clone(), stop.clone());
     let presence = Arc::new(Presence::default());
     let counts = Counts::default();
-    let stop = CancellationToken::new();
 
     let gateway = Gateway::new(Shared {
         pool: pool.clone(),
