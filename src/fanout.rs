@@ -23,9 +23,18 @@ pub enum Audience {
 impl Audience {
     /// From the routing columns of an event row.
     pub fn of(event: &Event) -> Option<Self> {
-        match event.audience.as_deref()? {
-            "user" => event.user_id.map(Self::User),
-            "sector" => event.sector_id.map(Self::Sector),
+        Self::from_columns(event.audience.as_deref()?, event.user_id, event.sector_id)
+    }
+
+    /// From a row's `audience`, `user_id` and `sector_id` columns.
+    pub fn from_columns(
+        audience: &str,
+        user_id: Option<Uuid>,
+        sector_id: Option<Uuid>,
+    ) -> Option<Self> {
+        match audience {
+            "user" => user_id.map(Self::User),
+            "sector" => sector_id.map(Self::Sector),
             "admin" => Some(Self::Admins),
             "all" => Some(Self::All),
             _ => None,

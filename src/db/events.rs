@@ -1,4 +1,5 @@
-//! Reads of the event log outside the tail: replays for resuming clients.
+//! Reads of the event log outside the tail (replays for resuming clients)
+//! and its retention.
 
 use deadpool_postgres::GenericClient;
 
@@ -39,21 +40,6 @@ pub async fn replay(
         .await?;
     rows.iter()
         .map(|row| Event::from_row(row).map_err(anyhow::Error::from))
-        .collect()
-}
-
-/// (audience, user_id, sector_id) of notifications that expired in (after, until].
-pub async fn expired_between(
-    client: &impl GenericClient,
-    after: time::OffsetDateTime,
-    until: time::OffsetDateTime,
-) -> Result<Vec<(String, Option<uuid::Uuid>, Option<uuid::Uuid>)>, tokio_postgres::Error> {
-    let statement = client
-        .prepare_cached(include_str!("../../sql/notifications_expired.sql"))
-        .await?;
-    let rows = client.query(&statement, &[&after, &until]).await?;
-    rows.iter()
-        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
         .collect()
 }
 

@@ -1,4 +1,5 @@
-//! Writing notifications the way a producer does (`herald send`).
+//! Writing notifications the way a producer does (`herald send`), and
+//! finding the ones whose expiry just passed.
 
 use deadpool_postgres::GenericClient;
 use uuid::Uuid;
@@ -43,4 +44,19 @@ pub async fn insert(
         )
         .await?;
     row.try_get("id")
+}
+
+/// (audience, user_id, sector_id) of notifications that expired in (after, until].
+pub async fn expired_between(
+    client: &impl GenericClient,
+    after: time::OffsetDateTime,
+    until: time::OffsetDateTime,
+) -> Result<Vec<(String, Option<uuid::Uuid>, Option<uuid::Uuid>)>, tokio_postgres::Error> {
+    let statement = client
+        .prepare_cached(include_str!("../../sql/notifications_expired.sql"))
+        .await?;
+    let rows = client.query(&statement, &[&after, &until]).await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+        .collect()
 }

@@ -103,20 +103,14 @@ impl Counts {
             let now = OffsetDateTime::now_utc();
             let expired = async {
                 let client = pool.get().await?;
-                anyhow::Ok(db::events::expired_between(&client, checked, now).await?)
+                anyhow::Ok(db::notifications::expired_between(&client, checked, now).await?)
             }
             .await;
             match expired {
                 Ok(rows) => {
                     checked = now;
                     for (audience, user_id, sector_id) in rows {
-                        let audience = match audience.as_str() {
-                            "user" => user_id.map(Audience::User),
-                            "sector" => sector_id.map(Audience::Sector),
-                            "admin" => Some(Audience::Admins),
-                            "all" => Some(Audience::All),
-                            _ => None,
-                        };
+                        let audience = Audience::from_columns(&audience, user_id, sector_id);
                         if let Some(audience) = audience {
                             self.refresh(
                                 presence.addressed(audience).into_iter().map(|i| i.user_id),

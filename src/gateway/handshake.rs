@@ -165,15 +165,21 @@ pub fn token(auth: Option<&Value>, parts: &http::request::Parts) -> Result<Strin
             return Ok(token);
         }
     }
-    if let Some(header) = parts.headers.get(http::header::AUTHORIZATION) {
-        let header = header.to_str().map_err(|_| Refusal::InvalidToken)?;
-        let (scheme, token) = header.trim().split_once(' ').ok_or(Refusal::InvalidToken)?;
-        if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-            return Err(Refusal::InvalidToken);
-        }
-        return Ok(token.trim().to_owned());
+    match parts.headers.get(http::header::AUTHORIZATION) {
+        Some(header) => bearer(header),
+        None => Err(Refusal::MissingToken),
     }
-    Err(Refusal::MissingToken)
+}
+
+/// The token of an `Authorization: Bearer <token>` header (the socket's
+/// handshake and the REST API read it alike).
+pub fn bearer(header: &http::HeaderValue) -> Result<String, Refusal> {
+    let header = header.to_str().map_err(|_| Refusal::InvalidToken)?;
+    let (scheme, token) = header.trim().split_once(' ').ok_or(Refusal::InvalidToken)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(Refusal::InvalidToken);
+    }
+    Ok(token.trim().to_owned())
 }
 
 /// What `auth.lastEventId` asks for.

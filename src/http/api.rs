@@ -151,24 +151,16 @@ impl FromRequestParts<Gateway> for Caller {
             code: "invalid_token",
             message: "the token does not verify",
         };
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.trim().split_once(' '))
-            .filter(|(scheme, token)| {
-                scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()
-            })
-            .map(|(_, token)| token.trim())
-            .ok_or(ApiError::Unauthorized {
-                code: "invalid_token",
-                message: "the token does not verify",
-            })?;
-        let verified = gateway.jwt.verify(token).map_err(|e| match e {
+        let token = crate::gateway::handshake::bearer(header).map_err(|_| invalid)?;
+        let verified = gateway.jwt.verify(&token).map_err(|e| match e {
             TokenError::Expired => ApiError::Unauthorized {
                 code: "token_expired",
                 message: "the token has expired",
             },
-            TokenError::Invalid => invalid,
+            TokenError::Invalid => ApiError::Unauthorized {
+                code: "invalid_token",
+                message: "the token does not verify",
+            },
         })?;
         if !gateway.api_calls.allow(verified.user_id) {
             return Err(ApiError::RateLimited);
