@@ -20,7 +20,7 @@ const CATALOG: &str = "
 #[tokio::test]
 async fn migrations_apply_to_an_empty_database_and_a_second_run_changes_nothing() {
     let db = TestDb::empty().await;
-    assert_eq!(herald::db::migrate(&db.url).await.unwrap(), 3);
+    assert_eq!(herald::db::migrate(&db.url).await.unwrap(), 4);
     let pg = db.client().await;
     let before: String = pg.query_one(CATALOG, &[]).await.unwrap().get(0);
     for table in [
@@ -466,4 +466,112 @@ async fn the_delivery_audit_view_joins_sends_and_reads() {
     assert_eq!(row.get::<_, String>(2), "IN_APP");
     assert_eq!(row.get::<_, i32>(3), 2);
     assert_eq!(row.get::<_, i32>(4), 3);
+}
+
+async fn delivery_rows(pg: &tokio_postgres::Client) -> Vec<(Uuid, Uuid)> {
+    pg.query(
+        "select notification_id, user_id from herald.notification_deliveries order by 1, 2",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|row| (row.get(0), row.get(1)))
+    .collect()
+}
+
+async fn insert_notification(pg: &tokio_postgres::Client, column: &str, id: Uuid) -> Uuid {
+    pg.query_one(
+        &format!("insert into herald.notifications ({column}, title) values ($1, 'Hi') returning id"),
+        &[&id],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+#[tokio::test]
+async fn delivery_records_skip_and_follow_deleted_notifications_and_users() {
+    let db = TestDb::migrated().await;
+    let pg = db.client().await;
+    let sector = Uuid::new_v4();
+    let ada = insert_user(&pg, "Ada", "USER", Some(sector)).await;
+    let grace = insert_user(&pg, "Grace", "USER", Some(sector)).await;
+    let broadcast = insert_notification(&pg, "sector_id", sector).await;
+    let personal = insert_notification(&pg, "user_id", ada).await;
+    let now = time::OffsetDateTime::now_utc();
+    let pool = herald::db::pool(&db.url, 2).unwrap();
+
+    // Pairs whose notification or user does not exist are skipped, the rest written.
+    let written = herald::db::deliveries::record_sent(
+        &pool.get().await.unwrap(),
+        &[
+            (broadcast, ada, now),
+            (broadcast, grace, now),
+            (personal, ada, now),
+            (Uuid::new_v4(), ada, now),
+            (broadcast, Uuid::new_v4(), now),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(written, 3);
+    let mut expected = vec![(broadcast, ada), (broadcast, grace), (personal, ada)];
+    expected.sort();
+    assert_eq!(delivery_rows(&pg).await, expected);
+
+    // Deleting a notification or a user deletes their delivery records.
+    pg.execute("delete from herald.notifications where id = $1", &[&personal])
+        .await
+        .unwrap();
+    pg.execute("delete from herald.users where id = $1", &[&grace])
+        .await
+        .unwrap();
+    assert_eq!(delivery_rows(&pg).await, vec![(broadcast, ada)]);
+}
+
+#[tokio::test]
+async fn a_delivery_batch_waits_for_a_delete_in_flight_and_leaves_no_orphan() {
+    let db = TestDb::migrated().await;
+    let pg = db.client().await;
+    let sector = Uuid::new_v4();
+    let ada = insert_user(&pg, "Ada", "USER", Some(sector)).await;
+    let grace = insert_user(&pg, "Grace", "USER", Some(sector)).await;
+    let broadcast = insert_notification(&pg, "sector_id", sector).await;
+    let other = insert_notification(&pg, "sector_id", sector).await;
+    let pool = herald::db::pool(&db.url, 2).unwrap();
+
+    let mut after_first = vec![(other, ada), (other, grace)];
+    after_first.sort();
+    for (delete, expected) in [
+        (
+            format!("delete from herald.notifications where id = '{broadcast}'"),
+            after_first,
+        ),
+        (
+            format!("delete from herald.users where id = '{grace}'"),
+            vec![(other, ada)],
+        ),
+    ] {
+        let mut deleter = db.client().await;
+        let transaction = deleter.transaction().await.unwrap();
+        transaction.batch_execute(&delete).await.unwrap();
+
+        let writer = pool.get().await.unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        let batch = tokio::spawn(async move {
+            herald::db::deliveries::record_sent(
+                &writer,
+                &[(broadcast, ada, now), (other, grace, now), (other, ada, now)],
+            )
+            .await
+        });
+        // The batch locks what it refers to, so it waits for the delete...
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(!batch.is_finished(), "batch did not wait for: {delete}");
+        transaction.commit().await.unwrap();
+        // ...and then skips the rows the delete removed.
+        batch.await.unwrap().unwrap();
+        assert_eq!(delivery_rows(&pg).await, expected, "after: {delete}");
+    }
 }
