@@ -95,7 +95,37 @@ async fn check_origin(cors: &CorsOrigins, request: Request, next: Next) -> Respo
             );
         }
     }
+    let request = if socket_io {
+        own_head(request)
+    } else {
+        request
+    };
     next.run(request).await
+}
+
+/// Gives a Socket.IO request's URI and header values allocations of their
+/// own. hyper parses them as slices of the connection's read buffer (8 to 16
+/// KiB), and socketioxide keeps every socket's request head for the
+/// socket's life, so each idle socket would hold that whole buffer: measured
+/// with valgrind massif, 16 KiB of the 37 KiB of heap per socket.
+fn own_head(request: Request) -> Request {
+    let (mut parts, body) = request.into_parts();
+    if let Ok(uri) = axum::http::Uri::try_from(parts.uri.to_string()) {
+        // axum's copy of the URI, in the extensions, shares the buffer too.
+        parts
+            .extensions
+            .insert(axum::extract::OriginalUri(uri.clone()));
+        parts.uri = uri;
+    }
+    let mut headers = axum::http::HeaderMap::with_capacity(parts.headers.len());
+    for (name, value) in &parts.headers {
+        // `from_bytes` copies; the bytes were a valid value already.
+        if let Ok(copied) = HeaderValue::from_bytes(value.as_bytes()) {
+            headers.append(name.clone(), copied);
+        }
+    }
+    parts.headers = headers;
+    Request::from_parts(parts, body)
 }
 
 /// Whether `origin` is the site the request was sent to (herald's own

@@ -482,7 +482,9 @@ async fn delivery_rows(pg: &tokio_postgres::Client) -> Vec<(Uuid, Uuid)> {
 
 async fn insert_notification(pg: &tokio_postgres::Client, column: &str, id: Uuid) -> Uuid {
     pg.query_one(
-        &format!("insert into herald.notifications ({column}, title) values ($1, 'Hi') returning id"),
+        &format!(
+            "insert into herald.notifications ({column}, title) values ($1, 'Hi') returning id"
+        ),
         &[&id],
     )
     .await
@@ -521,9 +523,12 @@ async fn delivery_records_skip_and_follow_deleted_notifications_and_users() {
     assert_eq!(delivery_rows(&pg).await, expected);
 
     // Deleting a notification or a user deletes their delivery records.
-    pg.execute("delete from herald.notifications where id = $1", &[&personal])
-        .await
-        .unwrap();
+    pg.execute(
+        "delete from herald.notifications where id = $1",
+        &[&personal],
+    )
+    .await
+    .unwrap();
     pg.execute("delete from herald.users where id = $1", &[&grace])
         .await
         .unwrap();
@@ -562,7 +567,11 @@ async fn a_delivery_batch_waits_for_a_delete_in_flight_and_leaves_no_orphan() {
         let batch = tokio::spawn(async move {
             herald::db::deliveries::record_sent(
                 &writer,
-                &[(broadcast, ada, now), (other, grace, now), (other, ada, now)],
+                &[
+                    (broadcast, ada, now),
+                    (other, grace, now),
+                    (other, ada, now),
+                ],
             )
             .await
         });
