@@ -3,7 +3,8 @@
 //!
 //! Requests from the fan-out, the connect sequence and the expiry watcher
 //! are coalesced into a set; one task takes the whole set, asks PostgreSQL
-//! for all of those counts in one statement, and emits each. A broadcast to
+//! for all of those counts in one statement, and emits each, then rests as
+//! long as that took before the next pass. A broadcast to
 //! a sector of 10,000 online users is one query, not 10,000. Being one task,
 //! it never emits an older count after a newer one. The value a client sees
 //! is what the unread query returns at that moment.
@@ -26,6 +27,8 @@ use crate::wire;
 
 /// Users per count query.
 const CHUNK: usize = 5_000;
+/// The longest pause between two refresh passes.
+const MAX_REST: Duration = Duration::from_millis(500);
 /// How often expiries are looked for.
 const EXPIRY_TICK: Duration = Duration::from_secs(1);
 
@@ -64,6 +67,7 @@ impl Counts {
                 () = stop.cancelled() => return,
                 () = self.wake.notified() => {}
             }
+            let started = tokio::time::Instant::now();
             let users = self.take();
             let inboxes: Vec<_> = users
                 .into_iter()
@@ -80,6 +84,15 @@ impl Counts {
                     self.refresh(chunk.iter().map(|i| i.user_id));
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
+            }
+            // Rest as long as the pass took: under a flood of changes the
+            // refresher keeps a database connection busy half the time, not
+            // all of it, and the users changed meanwhile are counted once in
+            // the next pass. Idle, a pass takes a millisecond or two.
+            let rest = started.elapsed().min(MAX_REST);
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(rest) => {}
             }
         }
     }
