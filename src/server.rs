@@ -41,6 +41,7 @@ pub async fn run(
     let (delivery_queue, delivery_writer) = deliveries::spawn(pool.clone(), stop.clone());
     let presence = Arc::new(Presence::default());
     let counts = Counts::default();
+    let expiries = Arc::new(crate::gateway::expiry::Expiries::default());
 
     let gateway = Gateway::new(Shared {
         pool: pool.clone(),
@@ -55,6 +56,7 @@ pub async fn run(
         presence: presence.clone(),
         tail: tail_handle.clone(),
         counts: counts.clone(),
+        expiries: expiries.clone(),
         deliveries: delivery_queue.clone(),
     });
     let (socket_layer, io) = gateway::layer(gateway.clone());
@@ -73,6 +75,10 @@ pub async fn run(
             .run(pool.clone(), io.clone(), presence.clone(), stop.clone()),
     );
     tokio::spawn(counts.watch_expiries(pool.clone(), presence, stop.clone()));
+    {
+        let (io, leeway, stop) = (io.clone(), config.jwt.leeway(), stop.clone());
+        tokio::spawn(async move { expiries.run(io, leeway, stop).await });
+    }
     tokio::spawn(crate::log::retention::run(
         pool.clone(),
         config.event_retention,

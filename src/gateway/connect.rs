@@ -9,14 +9,10 @@
 //! the sequence, events after it through rooms: none twice, none missed,
 //! and all after `connection:success`.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use socketioxide::SocketIo;
 use socketioxide::extract::{SocketRef, State};
-use socketioxide::socket::Sid;
 use time::OffsetDateTime;
 use tokio_postgres::IsolationLevel;
 use tracing::Instrument;
@@ -28,7 +24,7 @@ use super::session::{Resume, Session};
 use crate::db::{self, inbox::Inbox};
 use crate::fanout::{self, Route};
 use crate::log::{Event, Kind, Position, Snapshot};
-use crate::names::{NAMESPACE, emit, room};
+use crate::names::{emit, room};
 use crate::telemetry::metrics;
 use crate::wire;
 
@@ -38,7 +34,7 @@ const REPLAY_LIMIT: i64 = 10_000;
 const TAIL_WAIT: Duration = Duration::from_secs(10);
 
 /// The namespace's connect handler; runs after [`super::handshake`].
-pub async fn on_connect(socket: SocketRef, io: SocketIo, State(gateway): State<Gateway>) {
+pub async fn on_connect(socket: SocketRef, State(gateway): State<Gateway>) {
     let Some(session) = socket.extensions.get::<Session>() else {
         // The middleware always stores a session before it lets a socket in.
         tracing::error!(socket.id = %socket.id, "socket without a session");
@@ -59,42 +55,17 @@ pub async fn on_connect(socket: SocketRef, io: SocketIo, State(gateway): State<G
             metrics::online(users, sockets.saturating_sub(1));
         },
     );
-    tokio::spawn(expire_session(
-        io,
+    gateway.expiries.watch(
         socket.id,
-        session.expiry(),
-        gateway.jwt.leeway(),
-    ));
+        session
+            .expires_at()
+            .saturating_add(gateway.jwt.leeway().as_secs()),
+    );
 
     let span = tracing::info_span!("connect", socket.id = %socket.id, user.id = %session.user_id);
     if let Err(error) = sync(&socket, &gateway, &session).instrument(span).await {
         tracing::warn!(socket.id = %socket.id, user.id = %session.user_id, error = format!("{error:#}"), "connect sequence failed");
         let _ = socket.disconnect();
-    }
-}
-
-/// Sends `session:expired` and disconnects once the token's `exp` (plus
-/// leeway) passes without an `auth.refresh`. Holds the socket's id, not the
-/// socket, so a closed socket is freed at once.
-async fn expire_session(io: SocketIo, sid: Sid, expiry: Arc<AtomicU64>, leeway: Duration) {
-    loop {
-        let expires_at = expiry.load(Ordering::Relaxed);
-        let deadline = expires_at.saturating_add(leeway.as_secs());
-        let now = crate::auth::unix_now();
-        if deadline > now {
-            tokio::time::sleep(Duration::from_secs(deadline - now)).await;
-            continue;
-        }
-        let Some(socket) = io.of(NAMESPACE).and_then(|ns| ns.get_socket(sid)) else {
-            return;
-        };
-        if expiry.load(Ordering::Relaxed) != expires_at {
-            continue;
-        }
-        tracing::info!(socket.id = %sid, "session expired");
-        let _ = socket.emit(emit::SESSION_EXPIRED, &wire::Empty {});
-        let _ = socket.disconnect();
-        return;
     }
 }
 

@@ -14,6 +14,7 @@ pub mod client_events;
 pub mod connect;
 pub mod counts;
 pub mod dispatch;
+pub mod expiry;
 pub mod handshake;
 pub mod limits;
 pub mod outbox;
@@ -55,6 +56,8 @@ pub struct Shared {
     pub presence: Arc<presence::Presence>,
     pub tail: TailHandle,
     pub counts: counts::Counts,
+    /// Ends sessions whose token expired.
+    pub expiries: Arc<expiry::Expiries>,
     /// `SENT` records for what the connect sequence pushes itself.
     pub deliveries: crate::deliveries::DeliveryQueue,
 }

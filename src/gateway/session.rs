@@ -33,7 +33,7 @@ pub struct State {
     pub inbox: Inbox,
     pub resume: Resume,
     /// The token's `exp`, moved by `auth.refresh`.
-    expires_at: Arc<AtomicU64>,
+    expires_at: AtomicU64,
     pub slot: Slot,
     /// Client events this socket may still send.
     events: Mutex<(Bucket, Rate)>,
@@ -53,7 +53,7 @@ impl Session {
             user_name,
             inbox,
             resume,
-            expires_at: Arc::new(AtomicU64::new(expires_at)),
+            expires_at: AtomicU64::new(expires_at),
             slot,
             events: Mutex::new((Bucket::full(rate), rate)),
         }))
@@ -68,11 +68,6 @@ impl Session {
 
     pub fn expires_at(&self) -> u64 {
         self.0.expires_at.load(Ordering::Relaxed)
-    }
-
-    /// The shared expiry, for the task that ends the session at `exp`.
-    pub fn expiry(&self) -> Arc<AtomicU64> {
-        self.0.expires_at.clone()
     }
 
     pub fn extend(&self, expires_at: u64) {
