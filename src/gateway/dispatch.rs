@@ -17,9 +17,9 @@ use super::outbox::{self, Pacer, Sent};
 use super::presence::Presence;
 use crate::db::inbox::Inbox;
 use crate::deliveries::DeliveryQueue;
-use crate::fanout::{self, Emission, Route, UserChange};
+use crate::fanout::{self, Audience, Emission, Route, UserChange};
+use crate::log::Position;
 use crate::log::tail::{Dispatch, Step};
-use crate::log::{Event, Position};
 use crate::names::{NAMESPACE, room};
 use crate::telemetry::metrics;
 
@@ -36,6 +36,7 @@ impl Dispatch for Dispatcher {
         let now = OffsetDateTime::now_utc();
         let mut recount = HashSet::new();
         let mut pacer = Pacer::default();
+        let mut run = Run::default();
         for event in &step.events {
             let event_id =
                 Position::after_event(&step.start, &step.end, event.tx, event.id).to_string();
@@ -43,14 +44,24 @@ impl Dispatch for Dispatcher {
                 event.kind.as_str(),
                 (now - event.created_at).try_into().unwrap_or_default(),
             );
-            self.apply(event, &event_id, now, &mut recount, &mut pacer)
-                .await;
-            metrics::emitted_after(
-                (OffsetDateTime::now_utc() - event.created_at)
-                    .try_into()
-                    .unwrap_or_default(),
-            );
+            match fanout::route(event, &event_id, now) {
+                Route::Emit(emission) => {
+                    if run.audience.is_some_and(|a| a != emission.audience) {
+                        self.emit(&mut run, now, &mut recount, &mut pacer).await;
+                    }
+                    run.push(emission, event.created_at);
+                }
+                Route::UserChanged(change) => {
+                    self.emit(&mut run, now, &mut recount, &mut pacer).await;
+                    self.change_user(&change).await;
+                    recount.insert(change.user_id);
+                }
+                Route::Skip(reason) => {
+                    tracing::debug!(event.id = event.id, reason, "event not pushed")
+                }
+            }
         }
+        self.emit(&mut run, now, &mut recount, &mut pacer).await;
         self.counts.refresh(recount);
         metrics::delivery_lag(self.deliveries.lag());
         let (users, sockets) = self.presence.totals();
@@ -58,58 +69,79 @@ impl Dispatch for Dispatcher {
     }
 }
 
-impl Dispatcher {
-    /// Applies one event to this instance's sockets.
-    pub async fn apply(
-        &self,
-        event: &Event,
-        event_id: &str,
-        now: OffsetDateTime,
-        recount: &mut HashSet<Uuid>,
-        pacer: &mut Pacer,
-    ) {
-        match fanout::route(event, event_id, now) {
-            Route::Emit(emission) => self.emit(&emission, now, recount, pacer).await,
-            Route::UserChanged(change) => {
-                self.change_user(&change).await;
-                recount.insert(change.user_id);
-            }
-            Route::Skip(reason) => tracing::debug!(event.id = event.id, reason, "event not pushed"),
-        }
-    }
+/// Consecutive emissions to one audience, sent socket by socket: each
+/// socket is handed all of them at once, so its writer sends them together
+/// (a few broadcasts committed close together cost each socket one write,
+/// not one each), and the order each socket sees is still the log's.
+#[derive(Default)]
+struct Run {
+    audience: Option<Audience>,
+    /// Each with its event's commit-side timestamp, for the emit-lag metric.
+    emissions: Vec<(Emission, OffsetDateTime)>,
+}
 
+impl Run {
+    fn push(&mut self, emission: Emission, created_at: OffsetDateTime) {
+        self.audience = Some(emission.audience);
+        self.emissions.push((emission, created_at));
+    }
+}
+
+impl Dispatcher {
+    /// Sends a run to this instance's sockets in its audience, and empties it.
     async fn emit(
         &self,
-        emission: &Emission,
+        run: &mut Run,
         now: OffsetDateTime,
         recount: &mut HashSet<Uuid>,
         pacer: &mut Pacer,
     ) {
+        let Some(audience) = run.audience.take() else {
+            return;
+        };
+        let emissions = std::mem::take(&mut run.emissions);
         let Some(ns) = self.io.of(NAMESPACE) else {
             return;
         };
-        // Serialized once, copied into each socket's packet.
-        let payload = match serde_json::value::to_raw_value(&emission.payload) {
-            Ok(payload) => payload,
-            Err(error) => {
-                tracing::error!(error = %error, "payload did not serialize");
-                return;
-            }
-        };
-        for socket in ns.to(emission.audience.room()).local().sockets() {
-            if outbox::send(&socket, emission.event, &payload) == Sent::Full {
-                outbox::evict(socket);
+        // Serialized once each, copied into each socket's packet.
+        let packets: Vec<_> = emissions
+            .iter()
+            .filter_map(
+                |(emission, _)| match serde_json::value::to_raw_value(&emission.payload) {
+                    Ok(payload) => Some((emission.event, payload)),
+                    Err(error) => {
+                        tracing::error!(error = %error, "payload did not serialize");
+                        None
+                    }
+                },
+            )
+            .collect();
+        for socket in ns.to(audience.room()).local().sockets() {
+            for (event, payload) in &packets {
+                match outbox::send(&socket, event, payload) {
+                    Sent::Queued => {}
+                    // Evicted: nothing after a gap may reach it.
+                    Sent::Full => {
+                        outbox::evict(socket);
+                        break;
+                    }
+                    Sent::Closed => break,
+                }
             }
             pacer.sent().await;
         }
-        metrics::pushed(emission.event);
-        let reached = self.presence.addressed(emission.audience);
-        if let Some(notification_id) = emission.delivers {
-            for inbox in &reached {
-                self.deliveries.sent(notification_id, inbox.user_id, now);
+        let sent_at = OffsetDateTime::now_utc();
+        let reached = self.presence.addressed(audience);
+        for (emission, created_at) in &emissions {
+            metrics::pushed(emission.event);
+            metrics::emitted_after((sent_at - *created_at).try_into().unwrap_or_default());
+            if let Some(notification_id) = emission.delivers {
+                for inbox in &reached {
+                    self.deliveries.sent(notification_id, inbox.user_id, now);
+                }
             }
         }
-        if emission.changes_count {
+        if emissions.iter().any(|(emission, _)| emission.changes_count) {
             recount.extend(reached.iter().map(|inbox| inbox.user_id));
         }
     }

@@ -981,3 +981,42 @@ async fn pushes_made_by_the_connect_sequence_are_recorded_as_sent_too() {
     }
     assert!(recorded, "the pending push left no SENT row");
 }
+
+#[tokio::test]
+async fn one_transaction_to_several_audiences_reaches_each_socket_in_commit_order() {
+    let app = TestApp::spawn().await;
+    let sector = Uuid::new_v4();
+    let ada = app.user("Ada", "USER", Some(sector)).await;
+    let grace = app.user("Grace", "USER", Some(sector)).await;
+    let mut ada_client = online(&app, ada).await;
+    let mut grace_client = online(&app, grace).await;
+
+    // Broadcasts, one personal notification between them, more broadcasts:
+    // herald sends consecutive events to one audience together, and must
+    // keep each socket's order the log's.
+    let titles = ["s1", "s2", "ada", "s3", "s4"];
+    app.pg
+        .batch_execute(&format!(
+            "begin;
+             insert into herald.notifications (sector_id, title) values ('{sector}', 's1');
+             insert into herald.notifications (sector_id, title) values ('{sector}', 's2');
+             insert into herald.notifications (user_id, title) values ('{ada}', 'ada');
+             insert into herald.notifications (sector_id, title) values ('{sector}', 's3');
+             insert into herald.notifications (sector_id, title) values ('{sector}', 's4');
+             commit;"
+        ))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < titles.len() {
+        let n = ada_client.wait_for("notification:new").await;
+        seen.push(n["title"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(seen, titles);
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        let n = grace_client.wait_for("notification:new").await;
+        seen.push(n["title"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(seen, ["s1", "s2", "s3", "s4"]);
+}
