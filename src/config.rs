@@ -182,6 +182,9 @@ pub struct ServeArgs {
     /// Client events allowed per socket, as N/period.
     #[arg(long, env = "HERALD_EVENT_RATE_LIMIT", default_value = "20/1s")]
     pub event_rate_limit: String,
+    /// SENT records waiting for the delivery writer at most.
+    #[arg(long, env = "HERALD_DELIVERY_QUEUE", default_value = "1000000")]
+    pub delivery_queue: String,
     /// Take the client address from the last X-Forwarded-For entry (set it
     /// only behind a proxy that appends it, such as deploy/nginx.conf).
     #[arg(long, env = "HERALD_TRUST_PROXY", default_value = "false")]
@@ -211,6 +214,8 @@ pub struct Config {
     pub event_rate: Rate,
     /// Whether X-Forwarded-For names the client (behind a trusted proxy).
     pub trust_proxy: bool,
+    /// SENT records waiting for the delivery writer at most.
+    pub delivery_queue: usize,
     pub migrate: bool,
 }
 
@@ -264,6 +269,12 @@ impl ServeArgs {
                 .event_rate_limit
                 .parse()
                 .map_err(|reason| ConfigError::invalid("HERALD_EVENT_RATE_LIMIT", reason))?,
+            delivery_queue: parse_count(
+                "HERALD_DELIVERY_QUEUE",
+                &self.delivery_queue,
+                1_000,
+                100_000_000,
+            )? as usize,
             trust_proxy: match self.trust_proxy.trim() {
                 "true" | "1" | "yes" => true,
                 "false" | "0" | "no" | "" => false,

@@ -1,10 +1,11 @@
 //! The delivery writer: records `SENT` rows for every (notification, user)
 //! herald pushed to at least one socket, off the emit path.
 //!
-//! The fan-out only enqueues pairs; one task writes them in batches with a
-//! single `unnest` insert. The queue is bounded: when PostgreSQL cannot keep
-//! up, pairs beyond it are counted and logged as dropped audit rows rather
-//! than stalling pushes to clients. Its depth is the writer's lag.
+//! The fan-out only enqueues pairs; one task gathers them into batches and
+//! [`WRITERS`] connections insert batches side by side, each with a single
+//! `unnest` insert. The queue is bounded: when PostgreSQL cannot keep up,
+//! pairs beyond it are counted and logged as dropped audit rows rather than
+//! stalling pushes to clients. Its depth is the writer's lag.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,10 +19,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db::{self, Pool};
 
-/// Pairs waiting at most; beyond this the oldest data is kept and new pairs dropped.
-const QUEUE: usize = 200_000;
 /// Rows per insert.
 const BATCH: usize = 5_000;
+/// Batches written at once. A broadcast to 10,000 online users is 10,000
+/// rows; one connection inserting them falls behind 15 broadcasts a second.
+const WRITERS: usize = 2;
 /// Attempts per batch before its rows are given up (and counted).
 const ATTEMPTS: u32 = 3;
 
@@ -31,6 +33,9 @@ type Sent = (Uuid, Uuid, OffsetDateTime);
 #[derive(Clone)]
 pub struct DeliveryQueue {
     tx: mpsc::Sender<Sent>,
+    /// Pairs waiting at most (`HERALD_DELIVERY_QUEUE`); beyond it new pairs
+    /// are dropped, counted and logged.
+    capacity: usize,
     dropped: Arc<AtomicU64>,
 }
 
@@ -53,18 +58,23 @@ impl DeliveryQueue {
 
     /// Records waiting to be written.
     pub fn lag(&self) -> usize {
-        QUEUE - self.tx.capacity()
+        self.capacity - self.tx.capacity()
     }
 }
 
 /// Starts the writer; it drains the queue and stops once every
 /// [`DeliveryQueue`] is dropped or `stop` is cancelled.
-pub fn spawn(pool: Pool, stop: CancellationToken) -> (DeliveryQueue, tokio::task::JoinHandle<()>) {
-    let (tx, rx) = mpsc::channel(QUEUE);
+pub fn spawn(
+    pool: Pool,
+    capacity: usize,
+    stop: CancellationToken,
+) -> (DeliveryQueue, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(capacity);
     let handle = tokio::spawn(write_batches(pool, rx, stop));
     (
         DeliveryQueue {
             tx,
+            capacity,
             dropped: Arc::default(),
         },
         handle,
@@ -73,9 +83,36 @@ pub fn spawn(pool: Pool, stop: CancellationToken) -> (DeliveryQueue, tokio::task
 
 /// Writes until every queue handle is dropped or `stop` is cancelled; on
 /// stop, what is already queued is still written.
-async fn write_batches(pool: Pool, mut rx: mpsc::Receiver<Sent>, stop: CancellationToken) {
-    let mut batch = Vec::with_capacity(BATCH);
+async fn write_batches(pool: Pool, rx: mpsc::Receiver<Sent>, stop: CancellationToken) {
+    let (batches, ready) = mpsc::channel::<Vec<Sent>>(WRITERS);
+    let ready = Arc::new(tokio::sync::Mutex::new(ready));
+    let writers = (0..WRITERS).map(|_| {
+        let (pool, ready) = (pool.clone(), ready.clone());
+        async move {
+            loop {
+                let batch = ready.lock().await.recv().await;
+                match batch {
+                    Some(batch) => write(&pool, &batch).await,
+                    None => return,
+                }
+            }
+        }
+    });
+    tokio::join!(
+        gather(rx, batches, stop),
+        futures_util::future::join_all(writers)
+    );
+}
+
+/// Gathers queued pairs into batches for the writers, until the queue
+/// closes or `stop` is cancelled.
+async fn gather(
+    mut rx: mpsc::Receiver<Sent>,
+    batches: mpsc::Sender<Vec<Sent>>,
+    stop: CancellationToken,
+) {
     loop {
+        let mut batch = Vec::with_capacity(BATCH);
         let received = tokio::select! {
             received = rx.recv_many(&mut batch, BATCH) => received,
             () = stop.cancelled() => {
@@ -97,8 +134,12 @@ async fn write_batches(pool: Pool, mut rx: mpsc::Receiver<Sent>, stop: Cancellat
                 }
             }
         }
-        write(&pool, &batch).await;
-        batch.clear();
+        // In key order: concurrent batches that share a pair then take its
+        // index entry in the same order and cannot deadlock.
+        batch.sort_unstable_by_key(|&(notification, user, _)| (notification, user));
+        if batches.send(batch).await.is_err() {
+            return;
+        }
     }
 }
 

@@ -38,7 +38,8 @@ pub async fn run(
     let pool = db::pool(&config.database_url, POOL_SIZE)?;
     let (tail, tail_handle) = crate::log::tail::start(&config.listen_url).await?;
     let stop = CancellationToken::new();
-    let (delivery_queue, delivery_writer) = deliveries::spawn(pool.clone(), stop.clone());
+    let (delivery_queue, delivery_writer) =
+        deliveries::spawn(pool.clone(), config.delivery_queue, stop.clone());
     let presence = Arc::new(Presence::default());
     let counts = Counts::default();
     let expiries = Arc::new(crate::gateway::expiry::Expiries::default());

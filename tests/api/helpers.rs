@@ -104,6 +104,7 @@ pub fn config(db: &TestDb) -> Config {
         connect_rate: "10000/1s".parse().unwrap(),
         event_rate: "10000/1s".parse().unwrap(),
         trust_proxy: false,
+        delivery_queue: 1_000_000,
         migrate: true,
     }
 }

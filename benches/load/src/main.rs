@@ -583,6 +583,14 @@ async fn scenario(run: Run) -> anyhow::Result<Value> {
         json!(expected.iter().filter(|(t, _)| t.is_some()).count() as f64 / produce_seconds);
     result["commit_to_receipt"] = percentiles(&commit);
     result["schedule_to_receipt"] = percentiles(&schedule);
+    if let (Some(db), Some(last_arrival)) = (&db, last_arrival) {
+        let ids: Vec<Uuid> = expected.iter().map(|(_, id)| *id).collect();
+        let (records, complete_after) =
+            delivery_records(db, &ids, expected_total, last_arrival).await?;
+        result["sent_records"] = json!(records);
+        result["sent_records_expected"] = json!(expected_total);
+        result["records_complete_after_last_push_seconds"] = json!(complete_after);
+    }
     if !fanout_ms.is_empty() {
         let mut sorted = fanout_ms.clone();
         sorted.sort_by(f64::total_cmp);
@@ -590,6 +598,40 @@ async fn scenario(run: Run) -> anyhow::Result<Value> {
         result["fanout_median_ms"] = json!(sorted[sorted.len() / 2]);
     }
     Ok(result)
+}
+
+/// Waits for the server's delivery records of these notifications (one
+/// `SENT` row per notification and user) to stop growing; returns how many
+/// there are and, once all expected are there, how long after the last
+/// push that was.
+async fn delivery_records(
+    db: &tokio_postgres::Client,
+    ids: &[Uuid],
+    expected: u64,
+    last_arrival: Instant,
+) -> anyhow::Result<(i64, Option<f64>)> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last = (-1, Instant::now());
+    loop {
+        let count: i64 = db
+            .query_one(
+                "select count(*) from herald.notification_deliveries where notification_id = any($1)",
+                &[&ids],
+            )
+            .await?
+            .get(0);
+        if count as u64 >= expected {
+            return Ok((count, Some(last_arrival.elapsed().as_secs_f64())));
+        }
+        if count != last.0 {
+            last = (count, Instant::now());
+        }
+        // Not growing for 10 s: the rest is not coming.
+        if last.1.elapsed() > Duration::from_secs(10) || Instant::now() > deadline {
+            return Ok((count, None));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Inserts `rows`-row transactions for consecutive users, paced at `rate`
