@@ -71,6 +71,19 @@ def row(scn, measure, h, p, floor, r, target, met):
     w(f"| {scn} | {measure} | {h} | {p} | {floor} | {r} | {target} | {met} |")
 
 
+def records(r):
+    """SENT rows written of those expected, and when they were complete."""
+    if not r or "sent_records" not in r:
+        return "—"
+    done = r.get("records_complete_after_last_push_seconds")
+    after = f", complete {done:.1f} s after the last push" if done is not None else ", incomplete"
+    return f"{num(r['sent_records'])} of {num(r['sent_records_expected'])}{after}"
+
+
+def records_met(r):
+    return None if not r or "sent_records" not in r else r["sent_records"] >= r["sent_records_expected"]
+
+
 def yes(cond):
     return "—" if cond is None else ("yes" if cond else "**no**")
 
@@ -96,6 +109,7 @@ row("S2", "rows committed/s, as a fraction of pgbench", f"{num(hr)} ({num(ratio(
 row("S2", "COMMIT→receipt p50 / p99 (ms)", f"{num(pct(h, 'commit_to_receipt', 'p50_ms'), 1)} / {num(pct(h, 'commit_to_receipt', 'p99_ms'), 1)}",
     f"{num(pct(p, 'commit_to_receipt', 'p50_ms'), 1)} / {num(pct(p, 'commit_to_receipt', 'p99_ms'), 1)}", "", "", "", "")
 row("S2", "lost / duplicated", f"{h and h['lost']} / {h and h['duplicates']}", f"{p and p['lost']} / {p and p['duplicates']}", "", "", "0", yes(None if not h else h["lost"] == 0))
+row("S2", "SENT delivery records", records(h), records(p), "", "", "all", yes(records_met(h)))
 
 h, p, b = S["Broadcast"]["herald"], S["Broadcast"]["peer"], S["Broadcast"]["bare"]
 hv, pv, bv = h and h.get("fanout_median_ms"), p and p.get("fanout_median_ms"), b and b.get("fanout_median_ms")
@@ -106,6 +120,7 @@ row("S3", "sustained deliveries/s", num(hv), num(pv), num(bv), num(ratio(hv, pv)
     "≥ 150,000/s; ≥ 5× peer", yes(None if hv is None else hv >= 150000 and (ratio(hv, pv) or 0) >= 5))
 row("S3", "lost / duplicated", f"{h and h['lost']} / {h and h['duplicates']}", f"{p and p['lost']} / {p and p['duplicates']}",
     f"{b and b['lost']} / {b and b['duplicates']}", "", "0", yes(None if not h else h["lost"] == 0))
+row("S3", "SENT delivery records", records(h), records(p), "", "", "all, kept up", yes(records_met(h)))
 
 h, p, b = S["Idle"]["herald"], S["Idle"]["peer"], S["Idle"]["bare"]
 hv, pv, bv = h and h.get("rss_per_socket_kib"), p and p.get("rss_per_socket_kib"), b and b.get("rss_per_socket_kib")

@@ -500,6 +500,17 @@ async fn scenario(run: Run) -> anyhow::Result<Value> {
         Scenario::Idle | Scenario::Storm => unreachable!("returned above"),
     }
     let produce_seconds = produce_started.elapsed().as_secs_f64();
+    // The server's SENT records, watched from now on (alongside the drain).
+    let records = match &run.database_url {
+        Some(url) if !run.bare => {
+            let produced = expected.lock().expect("not poisoned").clone();
+            let (db, sockets) = (pg(url).await?, run.sockets);
+            Some(tokio::spawn(async move {
+                delivery_records(&db, &produced, sockets).await
+            }))
+        }
+        _ => None,
+    };
     // Let the last pushes arrive: until nothing came for two seconds (at most a minute).
     let drain_started = Instant::now();
     let mut last_count = u64::MAX;
@@ -583,13 +594,17 @@ async fn scenario(run: Run) -> anyhow::Result<Value> {
         json!(expected.iter().filter(|(t, _)| t.is_some()).count() as f64 / produce_seconds);
     result["commit_to_receipt"] = percentiles(&commit);
     result["schedule_to_receipt"] = percentiles(&schedule);
-    if let (Some(db), Some(last_arrival)) = (&db, last_arrival) {
-        let ids: Vec<Uuid> = expected.iter().map(|(_, id)| *id).collect();
-        let (records, complete_after) =
-            delivery_records(db, &ids, expected_total, last_arrival).await?;
-        result["sent_records"] = json!(records);
-        result["sent_records_expected"] = json!(expected_total);
-        result["records_complete_after_last_push_seconds"] = json!(complete_after);
+    if let Some(records) = records {
+        let (written, expected_rows, complete_at) = records.await??;
+        result["sent_records"] = json!(written);
+        result["sent_records_expected"] = json!(expected_rows);
+        // When the last record was written, counted from the last push's
+        // arrival (0 when the records were complete first).
+        result["records_complete_after_last_push_seconds"] = json!(
+            complete_at
+                .zip(last_arrival)
+                .map(|(done, last)| done.saturating_duration_since(last).as_secs_f64())
+        );
     }
     if !fanout_ms.is_empty() {
         let mut sorted = fanout_ms.clone();
@@ -600,37 +615,52 @@ async fn scenario(run: Run) -> anyhow::Result<Value> {
     Ok(result)
 }
 
-/// Waits for the server's delivery records of these notifications (one
-/// `SENT` row per notification and user) to stop growing; returns how many
-/// there are and, once all expected are there, how long after the last
-/// push that was.
+/// Polls the server's delivery records of these notifications (one `SENT`
+/// row per notification and user) until all are there or they stop
+/// growing for 10 s; returns how many there are, how many were expected,
+/// and when they were complete. Cheaply at first: the records come about
+/// in the order of the pushes, so the whole count is only taken once the
+/// last notification's records are in.
 async fn delivery_records(
     db: &tokio_postgres::Client,
-    ids: &[Uuid],
-    expected: u64,
-    last_arrival: Instant,
-) -> anyhow::Result<(i64, Option<f64>)> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut last = (-1, Instant::now());
-    loop {
-        let count: i64 = db
+    produced: &[(Option<usize>, Uuid)],
+    sockets: usize,
+) -> anyhow::Result<(i64, i64, Option<Instant>)> {
+    let rows = |target: &Option<usize>| if target.is_some() { 1 } else { sockets as i64 };
+    let expected: i64 = produced.iter().map(|(target, _)| rows(target)).sum();
+    let ids: Vec<Uuid> = produced.iter().map(|(_, id)| *id).collect();
+    let Some((last_target, last_id)) = produced.last() else {
+        return Ok((0, 0, Some(Instant::now())));
+    };
+    let count = async |ids: &[Uuid]| -> anyhow::Result<i64> {
+        Ok(db
             .query_one(
                 "select count(*) from herald.notification_deliveries where notification_id = any($1)",
                 &[&ids],
             )
             .await?
-            .get(0);
-        if count as u64 >= expected {
-            return Ok((count, Some(last_arrival.elapsed().as_secs_f64())));
+            .get(0))
+    };
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut progress = (-1, Instant::now());
+    loop {
+        let last = count(&[*last_id]).await?;
+        let (seen, pause) = if last < rows(last_target) {
+            (last, Duration::from_millis(50))
+        } else {
+            let all = count(&ids).await?;
+            if all >= expected {
+                return Ok((all, expected, Some(Instant::now())));
+            }
+            (all, Duration::from_millis(500))
+        };
+        if seen != progress.0 {
+            progress = (seen, Instant::now());
         }
-        if count != last.0 {
-            last = (count, Instant::now());
+        if progress.1.elapsed() > Duration::from_secs(10) || Instant::now() > deadline {
+            return Ok((count(&ids).await?, expected, None));
         }
-        // Not growing for 10 s: the rest is not coming.
-        if last.1.elapsed() > Duration::from_secs(10) || Instant::now() > deadline {
-            return Ok((count, None));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(pause).await;
     }
 }
 
