@@ -12,8 +12,9 @@
 //!   client reconnects and resumes from its last `eventId`. A client that
 //!   never reads again is closed by the transport's ping.
 //!
-//! Dispatch also yields every few sends ([`Pacer`]), so socket writers keep
-//! draining while a large step is being emitted.
+//! Dispatch also yields every few sockets ([`Pacer`]), so socket writers
+//! keep draining while a large step is being emitted; each socket is handed
+//! all its events of a run before that, so its writer sends them at once.
 
 use std::time::Duration;
 
@@ -99,7 +100,7 @@ pub fn evict(socket: SocketRef) {
     });
 }
 
-/// Yields to the scheduler every so many sends.
+/// Yields to the scheduler every so many sockets served.
 #[derive(Debug, Default)]
 pub struct Pacer {
     sent: usize,
@@ -108,6 +109,7 @@ pub struct Pacer {
 impl Pacer {
     const EVERY: usize = 64;
 
+    /// One more socket served.
     pub async fn sent(&mut self) {
         self.sent += 1;
         if self.sent.is_multiple_of(Self::EVERY) {
