@@ -119,7 +119,7 @@ impl Dispatcher {
         for socket in ns.to(audience.room()).local().sockets() {
             for (event, payload) in &packets {
                 match outbox::send(&socket, event, payload) {
-                    Sent::Queued => {}
+                    Sent::Queued => pacer.sent().await,
                     // Evicted: nothing after a gap may reach it.
                     Sent::Full => {
                         outbox::evict(socket);
@@ -128,7 +128,7 @@ impl Dispatcher {
                     Sent::Closed => break,
                 }
             }
-            pacer.sent().await;
+            pacer.served().await;
         }
         let sent_at = OffsetDateTime::now_utc();
         let reached = self.presence.addressed(audience);

@@ -100,20 +100,41 @@ pub fn evict(socket: SocketRef) {
     });
 }
 
-/// Yields to the scheduler every so many sockets served.
+/// Yields to the scheduler every so many sockets served, or sends made.
+///
+/// Sockets: each woken writer waits in the worker's run queue (256 tasks)
+/// until dispatch yields; past that, wake-ups spill to the shared queue and
+/// a broadcast's fan-out slows. Sends: one socket handed a long run (a
+/// large transaction for one user) must see its writer drain its queue
+/// before the queue fills.
 #[derive(Debug, Default)]
 pub struct Pacer {
-    sent: usize,
+    sockets: usize,
+    sends: usize,
 }
 
 impl Pacer {
-    const EVERY: usize = 64;
+    const SOCKETS: usize = 64;
+    const SENDS: usize = 512;
+
+    /// One more packet queued.
+    pub async fn sent(&mut self) {
+        self.sends += 1;
+        if self.sends >= Self::SENDS {
+            self.pause().await;
+        }
+    }
 
     /// One more socket served.
-    pub async fn sent(&mut self) {
-        self.sent += 1;
-        if self.sent.is_multiple_of(Self::EVERY) {
-            tokio::task::yield_now().await;
+    pub async fn served(&mut self) {
+        self.sockets += 1;
+        if self.sockets >= Self::SOCKETS {
+            self.pause().await;
         }
+    }
+
+    async fn pause(&mut self) {
+        (self.sockets, self.sends) = (0, 0);
+        tokio::task::yield_now().await;
     }
 }

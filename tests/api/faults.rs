@@ -242,6 +242,30 @@ async fn one_transaction_of_a_thousand_rows_is_delivered_whole() {
 }
 
 #[tokio::test]
+async fn a_transaction_larger_than_a_socket_queue_is_delivered_whole() {
+    // 3,000 rows for one user: three times the socket's queue. Dispatch
+    // hands them to the socket in one run and must let its writer drain.
+    let app = TestApp::spawn().await;
+    let user = app.user("Ada", "USER", None).await;
+    let mut client = online(&app, user).await;
+    let ids: HashSet<Uuid> = app
+        .pg
+        .query(
+            "insert into herald.notifications (user_id, title) select $1, 'bulk ' || i from generate_series(1, 3000) i returning id",
+            &[&user],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let (got, count) = collect_with_count(&mut client, 3000, Duration::from_secs(20)).await;
+    assert_exactly_once(&got, &ids, "bulk");
+    assert_eq!(count, Some(3000));
+    assert!(client.is_open(), "the socket was evicted");
+}
+
+#[tokio::test]
 async fn a_client_that_stops_reading_is_bounded_and_delays_no_one_else() {
     let app = TestApp::spawn().await;
     let slow_user = app.user("Slow", "USER", None).await;
