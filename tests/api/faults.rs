@@ -220,49 +220,40 @@ async fn a_postgres_restart_mid_stream_loses_and_doubles_nothing() {
     assert_exactly_once(&got, &expected, "through the restart");
 }
 
-#[tokio::test]
-async fn one_transaction_of_a_thousand_rows_is_delivered_whole() {
+/// One transaction of `rows` notifications for one online user: each
+/// arrives once, the count follows, and the socket stays.
+async fn one_transaction_delivered_whole(rows: i32) {
     let app = TestApp::spawn().await;
     let user = app.user("Ada", "USER", None).await;
     let mut client = online(&app, user).await;
     let ids: HashSet<Uuid> = app
         .pg
         .query(
-            "insert into herald.notifications (user_id, title) select $1, 'bulk ' || i from generate_series(1, 1000) i returning id",
-            &[&user],
+            "insert into herald.notifications (user_id, title) select $1, 'bulk ' || i from generate_series(1, $2) i returning id",
+            &[&user, &rows],
         )
         .await
         .unwrap()
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let (got, count) = collect_with_count(&mut client, 1000, Duration::from_secs(10)).await;
+    let (got, count) =
+        collect_with_count(&mut client, rows as usize, Duration::from_secs(20)).await;
     assert_exactly_once(&got, &ids, "bulk");
-    assert_eq!(count, Some(1000));
+    assert_eq!(count, Some(i64::from(rows)));
+    assert!(client.is_open(), "the socket was evicted");
+}
+
+#[tokio::test]
+async fn one_transaction_of_a_thousand_rows_is_delivered_whole() {
+    one_transaction_delivered_whole(1000).await;
 }
 
 #[tokio::test]
 async fn a_transaction_larger_than_a_socket_queue_is_delivered_whole() {
-    // 3,000 rows for one user: three times the socket's queue. Dispatch
-    // hands them to the socket in one run and must let its writer drain.
-    let app = TestApp::spawn().await;
-    let user = app.user("Ada", "USER", None).await;
-    let mut client = online(&app, user).await;
-    let ids: HashSet<Uuid> = app
-        .pg
-        .query(
-            "insert into herald.notifications (user_id, title) select $1, 'bulk ' || i from generate_series(1, 3000) i returning id",
-            &[&user],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let (got, count) = collect_with_count(&mut client, 3000, Duration::from_secs(20)).await;
-    assert_exactly_once(&got, &ids, "bulk");
-    assert_eq!(count, Some(3000));
-    assert!(client.is_open(), "the socket was evicted");
+    // Three times the socket's queue: dispatch hands the rows to the socket
+    // in one run and must let its writer drain meanwhile.
+    one_transaction_delivered_whole(3000).await;
 }
 
 #[tokio::test]

@@ -492,21 +492,48 @@ async fn insert_notification(pg: &tokio_postgres::Client, column: &str, id: Uuid
     .get(0)
 }
 
+/// Ada and Grace in one sector, and a broadcast to it.
+struct Sector {
+    db: TestDb,
+    id: Uuid,
+    pg: tokio_postgres::Client,
+    pool: herald::db::Pool,
+    ada: Uuid,
+    grace: Uuid,
+    broadcast: Uuid,
+}
+
+impl Sector {
+    async fn with_a_broadcast() -> Self {
+        let db = TestDb::migrated().await;
+        let pg = db.client().await;
+        let sector = Uuid::new_v4();
+        let ada = insert_user(&pg, "Ada", "USER", Some(sector)).await;
+        let grace = insert_user(&pg, "Grace", "USER", Some(sector)).await;
+        let broadcast = insert_notification(&pg, "sector_id", sector).await;
+        let pool = herald::db::pool(&db.url, 2).unwrap();
+        Self {
+            db,
+            id: sector,
+            pg,
+            pool,
+            ada,
+            grace,
+            broadcast,
+        }
+    }
+}
+
 #[tokio::test]
 async fn delivery_records_skip_and_follow_deleted_notifications_and_users() {
-    let db = TestDb::migrated().await;
-    let pg = db.client().await;
-    let sector = Uuid::new_v4();
-    let ada = insert_user(&pg, "Ada", "USER", Some(sector)).await;
-    let grace = insert_user(&pg, "Grace", "USER", Some(sector)).await;
-    let broadcast = insert_notification(&pg, "sector_id", sector).await;
-    let personal = insert_notification(&pg, "user_id", ada).await;
+    let sector = Sector::with_a_broadcast().await;
+    let (pg, ada, grace, broadcast) = (&sector.pg, sector.ada, sector.grace, sector.broadcast);
+    let personal = insert_notification(pg, "user_id", ada).await;
     let now = time::OffsetDateTime::now_utc();
-    let pool = herald::db::pool(&db.url, 2).unwrap();
 
     // Pairs whose notification or user does not exist are skipped, the rest written.
     let written = herald::db::deliveries::record_sent(
-        &pool.get().await.unwrap(),
+        &sector.pool.get().await.unwrap(),
         &[
             (broadcast, ada, now),
             (broadcast, grace, now),
@@ -520,7 +547,7 @@ async fn delivery_records_skip_and_follow_deleted_notifications_and_users() {
     assert_eq!(written, 3);
     let mut expected = vec![(broadcast, ada), (broadcast, grace), (personal, ada)];
     expected.sort();
-    assert_eq!(delivery_rows(&pg).await, expected);
+    assert_eq!(delivery_rows(pg).await, expected);
 
     // Deleting a notification or a user deletes their delivery records.
     pg.execute(
@@ -532,19 +559,14 @@ async fn delivery_records_skip_and_follow_deleted_notifications_and_users() {
     pg.execute("delete from herald.users where id = $1", &[&grace])
         .await
         .unwrap();
-    assert_eq!(delivery_rows(&pg).await, vec![(broadcast, ada)]);
+    assert_eq!(delivery_rows(pg).await, vec![(broadcast, ada)]);
 }
 
 #[tokio::test]
 async fn a_delivery_batch_waits_for_a_delete_in_flight_and_leaves_no_orphan() {
-    let db = TestDb::migrated().await;
-    let pg = db.client().await;
-    let sector = Uuid::new_v4();
-    let ada = insert_user(&pg, "Ada", "USER", Some(sector)).await;
-    let grace = insert_user(&pg, "Grace", "USER", Some(sector)).await;
-    let broadcast = insert_notification(&pg, "sector_id", sector).await;
-    let other = insert_notification(&pg, "sector_id", sector).await;
-    let pool = herald::db::pool(&db.url, 2).unwrap();
+    let sector = Sector::with_a_broadcast().await;
+    let (pg, ada, grace, broadcast) = (&sector.pg, sector.ada, sector.grace, sector.broadcast);
+    let other = insert_notification(pg, "sector_id", sector.id).await;
 
     let mut after_first = vec![(other, ada), (other, grace)];
     after_first.sort();
@@ -558,11 +580,11 @@ async fn a_delivery_batch_waits_for_a_delete_in_flight_and_leaves_no_orphan() {
             vec![(other, ada)],
         ),
     ] {
-        let mut deleter = db.client().await;
+        let mut deleter = sector.db.client().await;
         let transaction = deleter.transaction().await.unwrap();
         transaction.batch_execute(&delete).await.unwrap();
 
-        let writer = pool.get().await.unwrap();
+        let writer = sector.pool.get().await.unwrap();
         let now = time::OffsetDateTime::now_utc();
         let batch = tokio::spawn(async move {
             herald::db::deliveries::record_sent(
@@ -581,6 +603,6 @@ async fn a_delivery_batch_waits_for_a_delete_in_flight_and_leaves_no_orphan() {
         transaction.commit().await.unwrap();
         // ...and then skips the rows the delete removed.
         batch.await.unwrap().unwrap();
-        assert_eq!(delivery_rows(&pg).await, expected, "after: {delete}");
+        assert_eq!(delivery_rows(pg).await, expected, "after: {delete}");
     }
 }
