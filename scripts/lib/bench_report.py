@@ -29,6 +29,10 @@ def find(scenario, target, **extra):
     return None
 
 
+def lost(r):
+    return "—" if not r else f"{r['lost']} / {r['duplicates']}"
+
+
 def num(value, digits=0):
     if value is None:
         return "—"
@@ -95,7 +99,7 @@ for q, limit in (("p50_ms", 2), ("p99_ms", 10)):
         f"≤ {limit} ms", yes(None if hv is None else hv <= limit))
 hv, pv = pct(h, "schedule_to_receipt", "p99_ms"), pct(p, "schedule_to_receipt", "p99_ms")
 row("S1", "schedule→receipt p99 (ms)", num(hv, 2), num(pv, 2), "", num(ratio(hv, pv), 2), "", "")
-row("S1", "lost / duplicated", f"{h and h['lost']} / {h and h['duplicates']}", f"{p and p['lost']} / {p and p['duplicates']}",
+row("S1", "lost / duplicated", lost(h), lost(p),
     "", "", "0 lost", yes(None if not h else h["lost"] == 0))
 
 h, p = S["UnicastThroughput"]["herald"], S["UnicastThroughput"]["peer"]
@@ -108,7 +112,7 @@ row("S2", "rows committed/s, as a fraction of pgbench", f"{num(hr)} ({num(ratio(
     yes(None if hr is None or not pg100 else hr / pg100["rows_per_second"] >= 0.7))
 row("S2", "COMMIT→receipt p50 / p99 (ms)", f"{num(pct(h, 'commit_to_receipt', 'p50_ms'), 1)} / {num(pct(h, 'commit_to_receipt', 'p99_ms'), 1)}",
     f"{num(pct(p, 'commit_to_receipt', 'p50_ms'), 1)} / {num(pct(p, 'commit_to_receipt', 'p99_ms'), 1)}", "", "", "", "")
-row("S2", "lost / duplicated", f"{h and h['lost']} / {h and h['duplicates']}", f"{p and p['lost']} / {p and p['duplicates']}", "", "", "0", yes(None if not h else h["lost"] == 0))
+row("S2", "lost / duplicated", lost(h), lost(p), "", "", "0", yes(None if not h else h["lost"] == 0))
 row("S2", "SENT delivery records", records(h), records(p), "", "", "all written", yes(records_met(h)))
 
 h, p, b = S["Broadcast"]["herald"], S["Broadcast"]["peer"], S["Broadcast"]["bare"]
@@ -118,8 +122,8 @@ row("S3 broadcast fan-out", f"one broadcast to {h and h['connected']} sockets, m
 hv, pv, bv = (r and r["sustained_deliveries_per_second"] for r in (h, p, b))
 row("S3", "sustained deliveries/s", num(hv), num(pv), num(bv), num(ratio(hv, pv), 1) + "×" if ratio(hv, pv) else "—",
     "≥ 150,000/s; ≥ 5× peer", yes(None if hv is None else hv >= 150000 and (ratio(hv, pv) or 0) >= 5))
-row("S3", "lost / duplicated", f"{h and h['lost']} / {h and h['duplicates']}", f"{p and p['lost']} / {p and p['duplicates']}",
-    f"{b and b['lost']} / {b and b['duplicates']}", "", "0", yes(None if not h else h["lost"] == 0))
+row("S3", "lost / duplicated", lost(h), lost(p),
+    lost(b), "", "0", yes(None if not h else h["lost"] == 0))
 row("S3", "SENT delivery records", records(h), records(p), "", "", "all written", yes(records_met(h)))
 
 h, p, b = S["Idle"]["herald"], S["Idle"]["peer"], S["Idle"]["bare"]
