@@ -616,11 +616,12 @@ async fn scenario(run: Run) -> anyhow::Result<Value> {
 }
 
 /// Polls the server's delivery records of these notifications (one `SENT`
-/// row per notification and user) until all are there or they stop
+/// row per notification and user) until all are there or the table stops
 /// growing for 10 s; returns how many there are, how many were expected,
-/// and when they were complete. Cheaply at first: the records come about
-/// in the order of the pushes, so the whole count is only taken once the
-/// last notification's records are in.
+/// and when they were complete. Cheaply: the records come about in the
+/// order of the pushes, so the whole count is only taken once the last
+/// notification's records are in, and growth is read from the table's
+/// insert counter.
 async fn delivery_records(
     db: &tokio_postgres::Client,
     produced: &[(Option<usize>, Uuid)],
@@ -641,21 +642,32 @@ async fn delivery_records(
             .await?
             .get(0))
     };
+    // Rows inserted into the table so far, as the statistics have them
+    // (flushed by each writing session about once a second).
+    let inserted = async || -> anyhow::Result<i64> {
+        Ok(db
+            .query_one(
+                "select pg_stat_get_tuples_inserted('herald.notification_deliveries'::regclass)",
+                &[],
+            )
+            .await?
+            .get(0))
+    };
     let deadline = Instant::now() + Duration::from_secs(180);
-    let mut progress = (-1, Instant::now());
+    let mut progress = (inserted().await?, Instant::now());
     loop {
-        let last = count(&[*last_id]).await?;
-        let (seen, pause) = if last < rows(last_target) {
-            (last, Duration::from_millis(50))
-        } else {
+        // The whole count, only once the last notification's rows are in.
+        let mut pause = Duration::from_millis(50);
+        if count(&[*last_id]).await? >= rows(last_target) {
             let all = count(&ids).await?;
             if all >= expected {
                 return Ok((all, expected, Some(Instant::now())));
             }
-            (all, Duration::from_millis(500))
-        };
-        if seen != progress.0 {
-            progress = (seen, Instant::now());
+            pause = Duration::from_millis(500);
+        }
+        let now = inserted().await?;
+        if now != progress.0 {
+            progress = (now, Instant::now());
         }
         if progress.1.elapsed() > Duration::from_secs(10) || Instant::now() > deadline {
             return Ok((count(&ids).await?, expected, None));
