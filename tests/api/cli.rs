@@ -6,6 +6,17 @@ use uuid::Uuid;
 
 use crate::helpers::{SECRET, TestDb, insert_user};
 
+/// Runs a herald command that must succeed; its standard output.
+fn stdout_of(command: &mut Command) -> String {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
 fn herald() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
     command
@@ -18,17 +29,11 @@ fn herald() -> Command {
 #[test]
 fn token_prints_a_jwt_that_verifies_with_the_configured_secret() {
     let user = Uuid::new_v4();
-    let output = herald()
-        .args(["token", "--user", &user.to_string(), "--ttl", "2h"])
-        .env("JWT_SECRET", SECRET)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let token = stdout_of(
+        &mut herald()
+            .args(["token", "--user", &user.to_string(), "--ttl", "2h"])
+            .env("JWT_SECRET", SECRET),
     );
-    let token = String::from_utf8(output.stdout).unwrap();
     let verified = herald::auth::JwtConfig::hs256(SECRET.as_bytes())
         .verify(token.trim())
         .unwrap();
@@ -101,35 +106,28 @@ async fn send_inserts_the_row_it_describes() {
     let db = TestDb::migrated().await;
     let pg = db.client().await;
     let user = insert_user(&pg, "Ada", "USER", None).await;
-    let output = herald()
-        .args([
-            "send",
-            "--user",
-            &user.to_string(),
-            "--title",
-            "Invoice ready",
-            "--message",
-            "March",
-            "--kind",
-            "billing.invoice",
-            "--importance",
-            "high",
-            "--data",
-            r#"{"invoice": 42}"#,
-        ])
-        .env("DATABASE_URL", &db.url)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let id: Uuid = String::from_utf8(output.stdout)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let id: Uuid = stdout_of(
+        &mut herald()
+            .args([
+                "send",
+                "--user",
+                &user.to_string(),
+                "--title",
+                "Invoice ready",
+                "--message",
+                "March",
+                "--kind",
+                "billing.invoice",
+                "--importance",
+                "high",
+                "--data",
+                r#"{"invoice": 42}"#,
+            ])
+            .env("DATABASE_URL", &db.url),
+    )
+    .trim()
+    .parse()
+    .unwrap();
     let row = pg
         .query_one(
             "select audience, user_id, title, message, kind, importance, data from herald.notifications where id = $1",
@@ -204,21 +202,13 @@ fn asymmetric_keys_sign_and_verify_and_refuse_algorithm_switching() {
         let public = format!("{fixtures}/{name}.pub.pem");
         let private = format!("{fixtures}/{name}.key.pem");
         let user = Uuid::new_v4();
-        let output = herald()
-            .args(["token", "--user", &user.to_string()])
-            .envs([
+        let token = stdout_of(
+            &mut herald().args(["token", "--user", &user.to_string()]).envs([
                 ("JWT_PUBLIC_KEY_FILE", public.as_str()),
                 ("JWT_PRIVATE_KEY_FILE", private.as_str()),
                 ("JWT_ALGORITHM", algorithm),
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{algorithm}: {}",
-            String::from_utf8_lossy(&output.stderr)
+            ]),
         );
-        let token = String::from_utf8(output.stdout).unwrap();
         let pem = std::fs::read(&public).unwrap();
         let jwt = herald::auth::JwtConfig::asymmetric(algorithm, &pem, None).unwrap();
         assert_eq!(
@@ -312,17 +302,11 @@ async fn prune_removes_old_events_and_old_read_notifications_and_reports_it() {
         .unwrap()
         .get(0);
 
-    let output = herald()
-        .args(["prune", "--read-older-than", "90d"])
-        .env("DATABASE_URL", &db.url)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let report = stdout_of(
+        &mut herald()
+            .args(["prune", "--read-older-than", "90d"])
+            .env("DATABASE_URL", &db.url),
     );
-    let report = String::from_utf8(output.stdout).unwrap();
     assert!(
         report.contains(&format!("deleted {} event(s)", events_before - 1)),
         "{report}"

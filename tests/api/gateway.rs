@@ -12,6 +12,23 @@ use crate::helpers::{ORIGIN, SECRET, TestApp};
 /// Quiet time after which "nothing else arrived" is believed.
 const QUIET: Duration = Duration::from_millis(400);
 
+/// The delivery row of (notification, user) once the writer has written
+/// it, as (status, whether sent_at is set); `None` after two seconds.
+async fn delivery_row(app: &TestApp, notification: Uuid, user: Uuid) -> Option<(String, bool)> {
+    for _ in 0..100 {
+        let row = app
+            .pg
+            .query_opt("select status, sent_at is not null from herald.notification_deliveries where notification_id = $1 and user_id = $2", &[&notification, &user])
+            .await
+            .unwrap();
+        if let Some(row) = row {
+            return Some((row.get(0), row.get(1)));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
 async fn online(app: &TestApp, user: Uuid) -> SioClient {
     let mut client = connect(app.address, Connect::token(&app.token(user)))
         .await
@@ -602,19 +619,7 @@ async fn mark_delivered_records_delivery_and_pushes_are_recorded_as_sent() {
     let id = app.notify(user, "track me").await;
     client.wait_for("notification:new").await;
 
-    let mut status = None;
-    for _ in 0..100 {
-        status = app
-            .pg
-            .query_opt("select status, sent_at is not null from herald.notification_deliveries where notification_id = $1 and user_id = $2", &[&id, &user])
-            .await
-            .unwrap()
-            .map(|r| (r.get::<_, String>(0), r.get::<_, bool>(1)));
-        if status.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let status = delivery_row(&app, id, user).await;
     assert_eq!(status, Some(("SENT".to_owned(), true)));
 
     let ack = client
@@ -966,19 +971,9 @@ async fn pushes_made_by_the_connect_sequence_are_recorded_as_sent_too() {
         client.expect("notification:new").await["id"],
         json!(pending)
     );
-    let mut recorded = false;
-    for _ in 0..100 {
-        recorded = app
-            .pg
-            .query_opt("select 1 from herald.notification_deliveries where notification_id = $1 and user_id = $2 and status = 'SENT'", &[&pending, &user])
-            .await
-            .unwrap()
-            .is_some();
-        if recorded {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let recorded = delivery_row(&app, pending, user)
+        .await
+        .is_some_and(|(status, _)| status == "SENT");
     assert!(recorded, "the pending push left no SENT row");
 }
 
