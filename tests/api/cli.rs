@@ -30,7 +30,7 @@ fn herald() -> Command {
 fn token_prints_a_jwt_that_verifies_with_the_configured_secret() {
     let user = Uuid::new_v4();
     let token = stdout_of(
-        &mut herald()
+        herald()
             .args(["token", "--user", &user.to_string(), "--ttl", "2h"])
             .env("JWT_SECRET", SECRET),
     );
@@ -107,7 +107,7 @@ async fn send_inserts_the_row_it_describes() {
     let pg = db.client().await;
     let user = insert_user(&pg, "Ada", "USER", None).await;
     let id: Uuid = stdout_of(
-        &mut herald()
+        herald()
             .args([
                 "send",
                 "--user",
@@ -202,13 +202,11 @@ fn asymmetric_keys_sign_and_verify_and_refuse_algorithm_switching() {
         let public = format!("{fixtures}/{name}.pub.pem");
         let private = format!("{fixtures}/{name}.key.pem");
         let user = Uuid::new_v4();
-        let token = stdout_of(
-            &mut herald().args(["token", "--user", &user.to_string()]).envs([
-                ("JWT_PUBLIC_KEY_FILE", public.as_str()),
-                ("JWT_PRIVATE_KEY_FILE", private.as_str()),
-                ("JWT_ALGORITHM", algorithm),
-            ]),
-        );
+        let token = stdout_of(herald().args(["token", "--user", &user.to_string()]).envs([
+            ("JWT_PUBLIC_KEY_FILE", public.as_str()),
+            ("JWT_PRIVATE_KEY_FILE", private.as_str()),
+            ("JWT_ALGORITHM", algorithm),
+        ]));
         let pem = std::fs::read(&public).unwrap();
         let jwt = herald::auth::JwtConfig::asymmetric(algorithm, &pem, None).unwrap();
         assert_eq!(
@@ -303,7 +301,7 @@ async fn prune_removes_old_events_and_old_read_notifications_and_reports_it() {
         .get(0);
 
     let report = stdout_of(
-        &mut herald()
+        herald()
             .args(["prune", "--read-older-than", "90d"])
             .env("DATABASE_URL", &db.url),
     );
