@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::auth::{JwtConfig, JwtKeyError};
+use crate::gateway::admission::Bounds;
 use crate::gateway::limits::Rate;
 
 /// A setting that is missing or malformed. The message names the variable.
@@ -189,6 +190,26 @@ pub struct ServeArgs {
     /// only behind a proxy that appends it, such as deploy/nginx.conf).
     #[arg(long, env = "HERALD_TRUST_PROXY", default_value = "false")]
     pub trust_proxy: String,
+    /// Time a connection has to send a request head (new, or idle between
+    /// requests) before it is closed.
+    #[arg(long, env = "HERALD_HTTP_IDLE_TIMEOUT", default_value = "10s")]
+    pub http_idle_timeout: String,
+    /// Connections served at once; default: the open-file limit less what
+    /// herald keeps for itself.
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS")]
+    pub max_connections: Option<String>,
+    /// New Engine.IO sessions allowed per client address, as N/period.
+    #[arg(long, env = "HERALD_HANDSHAKE_RATE_LIMIT", default_value = "300/1m")]
+    pub handshake_rate_limit: String,
+    /// Sessions that have not sent CONNECT yet, in all.
+    #[arg(long, env = "HERALD_MAX_PENDING_SESSIONS", default_value = "4096")]
+    pub max_pending_sessions: String,
+    /// Sessions that have not sent CONNECT yet, per client address.
+    #[arg(long, env = "HERALD_MAX_PENDING_PER_ADDRESS", default_value = "32")]
+    pub max_pending_per_address: String,
+    /// Bearer token `/metrics` asks for; unset, `/metrics` is open.
+    #[arg(long, env = "HERALD_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
     /// Skip the migrations on start.
     #[arg(long)]
     pub no_migrate: bool,
@@ -216,6 +237,14 @@ pub struct Config {
     pub trust_proxy: bool,
     /// SENT records waiting for the delivery writer at most.
     pub delivery_queue: usize,
+    /// Time to send a request head before the connection is closed.
+    pub http_idle_timeout: Duration,
+    /// Connections served at once; `None`: derived from the open-file limit.
+    pub max_connections: Option<usize>,
+    /// Bounds on Engine.IO sessions that have not sent CONNECT.
+    pub handshakes: Bounds,
+    /// The Bearer token `/metrics` asks for, when set.
+    pub metrics_token: Option<String>,
     pub migrate: bool,
 }
 
@@ -284,6 +313,42 @@ impl ServeArgs {
                         format!("{other:?} is not true or false"),
                     ));
                 }
+            },
+            http_idle_timeout: positive(
+                "HERALD_HTTP_IDLE_TIMEOUT",
+                parse_duration("HERALD_HTTP_IDLE_TIMEOUT", &self.http_idle_timeout)?,
+            )?,
+            max_connections: match non_empty(self.max_connections.as_deref()) {
+                Some(raw) => {
+                    Some(parse_count("HERALD_MAX_CONNECTIONS", raw, 1, 10_000_000)? as usize)
+                }
+                None => None,
+            },
+            handshakes: Bounds {
+                rate: self.handshake_rate_limit.parse().map_err(|reason| {
+                    ConfigError::invalid("HERALD_HANDSHAKE_RATE_LIMIT", reason)
+                })?,
+                pending: parse_count(
+                    "HERALD_MAX_PENDING_SESSIONS",
+                    &self.max_pending_sessions,
+                    1,
+                    10_000_000,
+                )? as usize,
+                pending_per_address: parse_count(
+                    "HERALD_MAX_PENDING_PER_ADDRESS",
+                    &self.max_pending_per_address,
+                    1,
+                    10_000_000,
+                )? as usize,
+            },
+            metrics_token: match non_empty(self.metrics_token.as_deref()) {
+                Some(token) if token.len() < 16 => {
+                    return Err(ConfigError::invalid(
+                        "HERALD_METRICS_TOKEN",
+                        "use at least 16 characters",
+                    ));
+                }
+                token => token.map(str::to_owned),
             },
             migrate: !self.no_migrate,
         })
@@ -361,6 +426,13 @@ pub fn parse_duration(var: &'static str, raw: &str) -> Result<Duration, ConfigEr
     humantime::parse_duration(raw.trim()).map_err(|_| {
         ConfigError::invalid(var, format!("{raw:?} is not a duration like 5s, 1h or 7d"))
     })
+}
+
+fn positive(var: &'static str, duration: Duration) -> Result<Duration, ConfigError> {
+    if duration.is_zero() {
+        return Err(ConfigError::invalid(var, "must be above zero"));
+    }
+    Ok(duration)
 }
 
 fn parse_count(var: &'static str, raw: &str, min: u32, max: u32) -> Result<u32, ConfigError> {

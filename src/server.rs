@@ -6,16 +6,16 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::gateway::admission::Admission;
 use crate::gateway::counts::Counts;
 use crate::gateway::dispatch::Dispatcher;
 use crate::gateway::presence::Presence;
 use crate::gateway::{self, Gateway, Shared};
+use crate::http::listen;
 use crate::{db, deliveries, http};
 
 /// Query connections: handlers, counts, deliveries. The listener has its own.
@@ -86,22 +86,29 @@ pub async fn run(
         stop.clone(),
     ));
 
-    let cors = Arc::new(config.cors.clone());
+    let guard = http::SocketIoGuard {
+        cors: Arc::new(config.cors.clone()),
+        admission: Admission::new(config.handshakes),
+        trust_proxy: config.trust_proxy,
+    };
     let api = http::api::router(gateway);
     let app = http::router(http::HttpState {
         pool,
         listener: tail_handle.health.clone(),
-        cors: cors.clone(),
+        metrics_token: config.metrics_token.as_deref().map(Arc::from),
     });
     let app =
-        http::guard_socket_io(app.merge(api).layer(socket_layer), cors).layer(http::trace_layer());
+        http::guard_socket_io(app.merge(api).layer(socket_layer), guard).layer(http::trace_layer());
 
+    let descriptors = listen::raise_descriptor_limit();
+    let limits = listen::Limits {
+        idle_timeout: config.http_idle_timeout,
+        max_connections: config
+            .max_connections
+            .unwrap_or_else(|| listen::default_max_connections(descriptors)),
+    };
     let address = listener.local_addr()?;
-    tracing::info!(%address, "herald listening");
-    let listener = listener.tap_io(|tcp| {
-        // Small pushes must not wait for Nagle's algorithm.
-        let _ = tcp.set_nodelay(true);
-    });
+    tracing::info!(%address, max_connections = limits.max_connections, "herald listening");
 
     let closing = {
         let stop = stop.clone();
@@ -113,10 +120,9 @@ pub async fn run(
             io.close().await;
         }
     };
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let served = axum::serve(listener, app).with_graceful_shutdown(closing);
+    let served = listen::serve(listener, app, limits, closing);
     let result = tokio::select! {
-        result = served => result.context("serving HTTP"),
+        () = served => Ok(()),
         () = async { stop.cancelled().await; tokio::time::sleep(DRAIN).await } => {
             tracing::warn!("connections still open after the drain period; closing anyway");
             Ok(())

@@ -67,6 +67,14 @@ pub async fn authenticate(
     TryData(auth): TryData<Value>,
     State(gateway): State<Gateway>,
 ) -> Result<(), Refusal> {
+    // The session sent CONNECT: it no longer holds a pending place.
+    if let Some(ticket) = socket
+        .req_parts()
+        .extensions
+        .get::<super::admission::Ticket>()
+    {
+        ticket.settle();
+    }
     let auth = auth.ok();
     match admit(&socket, auth.as_ref(), &gateway).await {
         Ok(session) => {

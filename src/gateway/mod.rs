@@ -10,6 +10,7 @@
 //! - [`presence`] knows who is online here; [`counts`] keeps their unread
 //!   counts current with one query per batch, never one per recipient.
 
+pub mod admission;
 pub mod client_events;
 pub mod connect;
 pub mod counts;
@@ -89,24 +90,35 @@ impl Gateway {
     }
 }
 
+/// The largest message a client may send, over either transport.
+const MAX_MESSAGE: usize = 64 * 1024;
+/// How long a new session has to send its Socket.IO CONNECT.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Builds the Socket.IO layer and registers the namespace.
 pub fn layer(gateway: Gateway) -> (SocketIoLayer, SocketIo) {
     let (layer, io) = SocketIo::builder()
         .ping_interval(Duration::from_secs(25))
         .ping_timeout(Duration::from_secs(60))
-        .connect_timeout(Duration::from_secs(10))
+        // A session that has not sent CONNECT holds a place among the
+        // pending ones (admission): clients send it at once, so a short
+        // wait frees the place of one that never will.
+        .connect_timeout(CONNECT_TIMEOUT)
         // Room for a burst (a 1,000-row transaction for one user) while the
         // socket writer drains; a socket that stays behind is evicted (outbox).
         .max_buffer_size(1024)
         // Client payloads are small JSON objects; anything larger is refused
         // by the transport before it is parsed.
-        .max_payload(64 * 1024)
+        .max_payload(MAX_MESSAGE as u64)
         // Clients send small acks and requests (a refreshed token is the
         // largest): a 256-byte read buffer per socket instead of 4 KiB, as
         // idle sockets are herald's memory (1 KiB -> 256 B: 0.5 KiB less
         // RSS per idle socket).
         .ws_read_buffer_size(256)
-        .ws_max_message_size(64 * 1024)
+        // Frames too: tungstenite buffers a whole frame before the message
+        // limit applies, so a 16 MiB frame (its default) would be read in.
+        .ws_max_message_size(MAX_MESSAGE)
+        .ws_max_frame_size(MAX_MESSAGE)
         .transports([TransportType::Websocket, TransportType::Polling])
         .with_state(gateway)
         .build_layer();

@@ -31,6 +31,7 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
                         "herald_deliveries_acknowledged_total",
                         "herald_reads_total",
                         "herald_connects_total",
+                        "herald_http_idle_timeouts_total",
                     ] {
                         counter!(name).increment(0);
                     }
@@ -107,4 +108,34 @@ pub fn deliveries_dropped(rows: usize) {
 
 pub fn delivery_lag(rows: usize) {
     gauge!("herald_delivery_queue_depth").set(rows as f64);
+}
+
+pub fn connection_opened() {
+    gauge!("herald_http_connections").increment(1.0);
+}
+
+pub fn connection_closed() {
+    gauge!("herald_http_connections").decrement(1.0);
+}
+
+/// A connection refused at accept: `full` (past the cap) or `descriptors`.
+pub fn connection_refused(reason: &'static str) {
+    counter!("herald_http_connections_refused_total", "reason" => reason).increment(1);
+}
+
+/// A connection closed for sending no request head in time.
+pub fn connection_timed_out() {
+    counter!("herald_http_idle_timeouts_total").increment(1);
+}
+
+/// An Engine.IO handshake refused before a session was made: `rate_limited`
+/// (per address), `address_pending` or `server_pending` (sessions waiting
+/// for CONNECT, per address or in all).
+pub fn handshake_refused(reason: &'static str) {
+    counter!("herald_handshakes_refused_total", "reason" => reason).increment(1);
+}
+
+/// Engine.IO sessions that have not sent a Socket.IO CONNECT yet.
+pub fn handshakes_pending(sessions: usize) {
+    gauge!("herald_handshakes_pending").set(sessions as f64);
 }

@@ -105,6 +105,15 @@ pub fn config(db: &TestDb) -> Config {
         event_rate: "10000/1s".parse().unwrap(),
         trust_proxy: false,
         delivery_queue: 1_000_000,
+        http_idle_timeout: Duration::from_secs(10),
+        max_connections: None,
+        // Tests make many sessions from one address; the bounds get tests of their own.
+        handshakes: herald::gateway::admission::Bounds {
+            rate: "10000/1s".parse().unwrap(),
+            pending: 100_000,
+            pending_per_address: 100_000,
+        },
+        metrics_token: None,
         migrate: true,
     }
 }
