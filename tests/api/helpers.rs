@@ -421,8 +421,35 @@ pub struct HeraldProcess {
 
 impl HeraldProcess {
     pub fn spawn(database_url: &str, extra: &[(&str, &str)]) -> Self {
+        Self::spawn_limited(database_url, extra, None)
+    }
+
+    /// With at most `descriptors` open files (soft and hard limit), when given.
+    pub fn spawn_limited(
+        database_url: &str,
+        extra: &[(&str, &str)],
+        descriptors: Option<u64>,
+    ) -> Self {
         use std::io::BufRead;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        use std::os::unix::process::CommandExt;
+        let mut command = std::process::Command::new(
+            std::env::var("HERALD_BIN_OVERRIDE").unwrap_or(env!("CARGO_BIN_EXE_herald").into()),
+        );
+        if let Some(limit) = descriptors {
+            // SAFETY: setrlimit is async-signal-safe and touches no memory
+            // shared with the parent.
+            unsafe {
+                command.pre_exec(move || {
+                    let limit = rustix::process::Rlimit {
+                        current: Some(limit),
+                        maximum: Some(limit),
+                    };
+                    rustix::process::setrlimit(rustix::process::Resource::Nofile, limit)
+                        .map_err(std::io::Error::from)
+                });
+            }
+        }
+        let mut child = command
             .arg("serve")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -479,6 +506,18 @@ impl HeraldProcess {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         panic!("herald process not ready");
+    }
+
+    /// The process's resident memory, in bytes.
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmRSS in /proc status")
+            * 1024
     }
 
     /// SIGTERM, and whether it exited cleanly.

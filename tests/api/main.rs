@@ -6,6 +6,7 @@ mod client;
 mod docs;
 mod faults;
 mod gateway;
+mod hardening;
 mod health;
 mod helpers;
 mod instances;
