@@ -62,22 +62,22 @@ impl DeliveryQueue {
     }
 }
 
-/// Starts the writer; it drains the queue and stops once every
-/// [`DeliveryQueue`] is dropped or `stop` is cancelled.
-pub fn spawn(
+/// The queue and its writer, for the caller to run: the writer drains the
+/// queue and ends once every [`DeliveryQueue`] is dropped or `stop` is
+/// cancelled.
+pub fn start(
     pool: Pool,
     capacity: usize,
     stop: CancellationToken,
-) -> (DeliveryQueue, tokio::task::JoinHandle<()>) {
+) -> (DeliveryQueue, impl Future<Output = ()> + Send + 'static) {
     let (tx, rx) = mpsc::channel(capacity);
-    let handle = tokio::spawn(write_batches(pool, rx, stop));
     (
         DeliveryQueue {
             tx,
             capacity,
             dropped: Arc::default(),
         },
-        handle,
+        write_batches(pool, rx, stop),
     )
 }
 

@@ -30,6 +30,7 @@ pub mod http;
 pub mod log;
 pub mod names;
 pub mod server;
+pub mod supervisor;
 pub mod telemetry;
 pub mod wire;
 

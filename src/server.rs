@@ -1,11 +1,16 @@
-//! The server: wires configuration, database, tail, gateway and HTTP
-//! together around a bound listener and a shutdown future, so tests own
+//! The server: builds herald's parts from the configuration, then serves
+//! them on a bound listener until a shutdown future resolves, so tests own
 //! both (port 0, and a signal of their choosing).
+//!
+//! Background tasks run under a [`Supervisor`]: one that ends early or
+//! panics stops the server, and `run` returns its error.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
+use socketioxide::SocketIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -13,128 +18,197 @@ use crate::config::Config;
 use crate::gateway::admission::Admission;
 use crate::gateway::counts::Counts;
 use crate::gateway::dispatch::Dispatcher;
+use crate::gateway::expiry::Expiries;
+use crate::gateway::limits::Limiter;
 use crate::gateway::presence::Presence;
 use crate::gateway::{self, Gateway, Shared};
 use crate::http::listen;
+use crate::supervisor::Supervisor;
 use crate::{db, deliveries, http};
 
-/// Query connections: handlers, counts, deliveries. The listener has its own.
+/// Query connections: handlers, counts, deliveries. The tail has its own.
 const POOL_SIZE: usize = 16;
-/// How long open connections get to finish once shutdown begins.
+/// How long a request other than Socket.IO's may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long open connections, then background tasks, get to finish once
+/// shutdown begins.
 const DRAIN: Duration = Duration::from_secs(10);
 
-/// Serves until `shutdown` resolves, then closes every socket, stops the
-/// background tasks and flushes queued delivery records.
+/// Serves until `shutdown` resolves (or a background task fails), then
+/// closes every socket, stops the background tasks and flushes queued
+/// delivery records.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    // Counted from the first event on, not from the first scrape.
-    crate::telemetry::metrics::handle();
-    if config.migrate {
-        db::migrate(&config.database_url).await?;
-    }
-    let pool = db::pool(&config.database_url, POOL_SIZE)?;
-    let (tail, tail_handle) = crate::log::tail::start(&config.listen_url).await?;
-    let stop = CancellationToken::new();
-    let (delivery_queue, delivery_writer) =
-        deliveries::spawn(pool.clone(), config.delivery_queue, stop.clone());
-    let presence = Arc::new(Presence::default());
-    let counts = Counts::default();
-    let expiries = Arc::new(crate::gateway::expiry::Expiries::default());
+    let server = Server::build(&config).await?;
+    server.serve(listener, shutdown).await
+}
 
-    let gateway = Gateway::new(Shared {
-        pool: pool.clone(),
-        jwt: config.jwt.clone(),
-        admin_roles: config.admin_roles.clone(),
-        pending_limit: config.pending_limit,
-        max_sockets_per_user: config.max_sockets_per_user,
-        connects: crate::gateway::limits::ConnectLimiter::new(config.connect_rate),
-        event_rate: config.event_rate,
-        api_calls: crate::gateway::limits::Limiter::new(config.event_rate),
-        trust_proxy: config.trust_proxy,
-        presence: presence.clone(),
-        tail: tail_handle.clone(),
-        counts: counts.clone(),
-        expiries: expiries.clone(),
-        deliveries: delivery_queue.clone(),
-    });
-    let (socket_layer, io) = gateway::layer(gateway.clone());
+/// herald's parts, built and started, not yet serving.
+struct Server {
+    app: Router,
+    io: SocketIo,
+    limits: listen::Limits,
+    supervisor: Supervisor,
+}
 
-    let dispatcher = Arc::new(Dispatcher {
-        io: io.clone(),
-        presence: presence.clone(),
-        deliveries: delivery_queue.clone(),
-        counts: counts.clone(),
-        admin_roles: config.admin_roles.clone(),
-    });
-    let tail_task = tokio::spawn(tail.run(dispatcher, stop.clone().cancelled_owned()));
-    tokio::spawn(
-        counts
-            .clone()
-            .run(pool.clone(), io.clone(), presence.clone(), stop.clone()),
-    );
-    tokio::spawn(counts.watch_expiries(pool.clone(), presence, stop.clone()));
-    {
-        let (io, leeway, stop) = (io.clone(), config.jwt.leeway(), stop.clone());
-        tokio::spawn(async move { expiries.run(io, leeway, stop).await });
-    }
-    tokio::spawn(crate::log::retention::run(
-        pool.clone(),
-        config.event_retention,
-        stop.clone(),
-    ));
-
-    let guard = http::SocketIoGuard {
-        cors: Arc::new(config.cors.clone()),
-        admission: Admission::new(config.handshakes),
-        trust_proxy: config.trust_proxy,
-    };
-    let api = http::api::router(gateway);
-    let app = http::router(http::HttpState {
-        pool,
-        listener: tail_handle.health.clone(),
-        metrics_token: config.metrics_token.as_deref().map(Arc::from),
-    });
-    let app =
-        http::guard_socket_io(app.merge(api).layer(socket_layer), guard).layer(http::trace_layer());
-
-    let descriptors = listen::raise_descriptor_limit();
-    let limits = listen::Limits {
-        idle_timeout: config.http_idle_timeout,
-        max_connections: config
-            .max_connections
-            .unwrap_or_else(|| listen::default_max_connections(descriptors)),
-    };
-    let address = listener.local_addr()?;
-    tracing::info!(%address, max_connections = limits.max_connections, "herald listening");
-
-    let closing = {
-        let stop = stop.clone();
-        let io = io.clone();
-        async move {
-            shutdown.await;
-            tracing::info!("shutting down");
-            stop.cancel();
-            io.close().await;
+impl Server {
+    async fn build(config: &Config) -> anyhow::Result<Self> {
+        // Counted from the first event on, not from the first scrape.
+        crate::telemetry::metrics::handle();
+        if config.migrate {
+            db::migrate(&config.database_url).await?;
         }
-    };
-    let served = listen::serve(listener, app, limits, closing);
-    let result = tokio::select! {
-        () = served => Ok(()),
-        () = async { stop.cancelled().await; tokio::time::sleep(DRAIN).await } => {
-            tracing::warn!("connections still open after the drain period; closing anyway");
-            Ok(())
+        let pool = db::pool(&config.database_url, POOL_SIZE)?;
+        let (tail, tail_handle) = crate::log::tail::start(&config.listen_url).await?;
+        let mut supervisor = Supervisor::new(CancellationToken::new());
+        let stop = supervisor.stop().clone();
+
+        let (delivery_queue, delivery_writer) =
+            deliveries::start(pool.clone(), config.delivery_queue, stop.clone());
+        supervisor.spawn("delivery-writer", delivery_writer);
+        let presence = Arc::new(Presence::default());
+        let counts = Counts::default();
+        let expiries = Arc::new(Expiries::default());
+        let gateway = Gateway::new(Shared {
+            pool: pool.clone(),
+            jwt: config.jwt.clone(),
+            admin_roles: config.admin_roles.clone(),
+            pending_limit: config.pending_limit,
+            max_sockets_per_user: config.max_sockets_per_user,
+            connects: Limiter::new(config.connect_rate),
+            event_rate: config.event_rate,
+            api_calls: Limiter::new(config.event_rate),
+            trust_proxy: config.trust_proxy,
+            presence: presence.clone(),
+            tail: tail_handle.clone(),
+            counts: counts.clone(),
+            expiries: expiries.clone(),
+            deliveries: delivery_queue.clone(),
+        });
+        let (socket_layer, io) = gateway::layer(gateway.clone());
+
+        let dispatcher = Arc::new(Dispatcher {
+            io: io.clone(),
+            presence: presence.clone(),
+            deliveries: delivery_queue,
+            counts: counts.clone(),
+            admin_roles: config.admin_roles.clone(),
+        });
+        supervisor.spawn("tail", tail.run(dispatcher, stop.clone().cancelled_owned()));
+        supervisor.spawn(
+            "unread-counts",
+            counts
+                .clone()
+                .run(pool.clone(), io.clone(), presence.clone(), stop.clone()),
+        );
+        supervisor.spawn(
+            "notification-expiry",
+            counts.watch_expiries(pool.clone(), presence, stop.clone()),
+        );
+        {
+            let (io, leeway, stop) = (io.clone(), config.jwt.leeway(), stop.clone());
+            supervisor.spawn("session-expiry", async move {
+                expiries.run(io, leeway, stop).await;
+            });
         }
-    };
-    stop.cancel();
-    // The tail owns the dispatcher and with it the delivery queue's sender;
-    // once it ends the writer drains what is queued and stops.
-    let _ = tail_task.await;
-    if tokio::time::timeout(DRAIN, delivery_writer).await.is_err() {
-        tracing::warn!("delivery writer did not finish in time");
+        supervisor.spawn(
+            "retention",
+            crate::log::retention::run(pool.clone(), config.event_retention, stop),
+        );
+
+        let guard = http::SocketIoGuard {
+            cors: Arc::new(config.cors.clone()),
+            admission: Admission::new(config.handshakes),
+            trust_proxy: config.trust_proxy,
+        };
+        let routes = http::router(http::HttpState {
+            pool,
+            listener: tail_handle.health.clone(),
+            metrics_token: config.metrics_token.as_deref().map(Arc::from),
+        })
+        .merge(http::api::router(gateway))
+        // Every route but Socket.IO's answers in bounded time, so a request
+        // stuck on the database cannot hold shutdown's drain open.
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ));
+        let app =
+            http::guard_socket_io(routes.layer(socket_layer), guard).layer(http::trace_layer());
+
+        let descriptors = listen::raise_descriptor_limit();
+        let limits = listen::Limits {
+            idle_timeout: config.http_idle_timeout,
+            max_connections: config
+                .max_connections
+                .unwrap_or_else(|| listen::default_max_connections(descriptors)),
+        };
+        Ok(Self {
+            app,
+            io,
+            limits,
+            supervisor,
+        })
     }
-    tracing::info!("herald stopped");
-    result
+
+    async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self {
+            app,
+            io,
+            limits,
+            mut supervisor,
+        } = self;
+        let stop = supervisor.stop().clone();
+        let address = listener.local_addr()?;
+        tracing::info!(%address, max_connections = limits.max_connections, "herald listening");
+
+        // Stop accepting on the signal or on a task's failure, whichever
+        // comes first; closing the sockets lets their connections end.
+        let closing = {
+            let stop = stop.clone();
+            async move {
+                tokio::select! {
+                    () = shutdown => tracing::info!("shutting down"),
+                    () = stop.cancelled() => {}
+                }
+                stop.cancel();
+                io.close().await;
+            }
+        };
+        let served = listen::serve(listener, app, limits, closing);
+        let drained = async {
+            stop.cancelled().await;
+            tokio::time::sleep(DRAIN).await;
+        };
+        tokio::pin!(served, drained);
+        let (mut watching, mut failure) = (true, None);
+        loop {
+            tokio::select! {
+                () = &mut served => break,
+                () = &mut drained => {
+                    tracing::warn!("connections still open after the drain period; closing anyway");
+                    break;
+                }
+                ended = supervisor.watch(), if watching => {
+                    watching = false;
+                    failure = ended;
+                }
+            }
+        }
+        // The tail and the delivery writer stop on the same token; the
+        // writer still writes what was queued before it stopped.
+        supervisor.shutdown(DRAIN).await;
+        tracing::info!("herald stopped");
+        match failure {
+            Some(failure) => Err(failure.into()),
+            None => Ok(()),
+        }
+    }
 }
