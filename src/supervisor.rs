@@ -122,14 +122,9 @@ mod tests {
     use super::*;
 
     /// A task that runs until stop, then notes that it finished.
-    fn well_behaved(
-        stop: CancellationToken,
-        finished: Arc<AtomicBool>,
-    ) -> impl Future<Output = ()> {
-        async move {
-            stop.cancelled().await;
-            finished.store(true, Ordering::SeqCst);
-        }
+    async fn well_behaved(stop: CancellationToken, finished: Arc<AtomicBool>) {
+        stop.cancelled().await;
+        finished.store(true, Ordering::SeqCst);
     }
 
     #[tokio::test]
