@@ -33,8 +33,33 @@ pub fn init_tracing() {
 
 /// The cluster scripts/test started, as a URL to its `postgres` database.
 pub fn admin_url() -> String {
-    std::env::var("HERALD_TEST_DATABASE_URL")
-        .expect("HERALD_TEST_DATABASE_URL is unset: run the tests through scripts/test")
+    match std::env::var("HERALD_TEST_DATABASE_URL") {
+        Ok(url) if !url.trim().is_empty() => url,
+        _ => no_database("HERALD_TEST_DATABASE_URL is unset"),
+    }
+}
+
+/// Ends the test process with one line saying what the tests need.
+///
+/// Almost every test needs the cluster; a panic in each would bury that one
+/// fact under dozens of backtraces. The first test to find it missing
+/// prints the line and exits with an error (libtest runs every test in this
+/// process; nextest gives each its own and stops at the first failure), so
+/// the run fails and says why once. Other threads that get here meanwhile
+/// wait in `call_once` until the process is gone.
+fn no_database(reason: &str) -> ! {
+    static REPORTED: Once = Once::new();
+    REPORTED.call_once(|| {
+        use std::io::Write;
+        // Straight to stderr: libtest captures `eprintln!`, and the process
+        // ends before it would show what it captured.
+        let _ = writeln!(
+            std::io::stderr(),
+            "herald's integration tests need PostgreSQL: {reason}. Run scripts/test (it starts a throwaway cluster), or set HERALD_TEST_DATABASE_URL to a superuser URL, e.g. postgres://postgres@127.0.0.1:5432/postgres (the restart tests also need HERALD_TEST_PG_BIN, PostgreSQL's bin directory)."
+        );
+        std::process::exit(2);
+    });
+    unreachable!("the process exits in call_once");
 }
 
 /// A database of this test's own (NOTIFY channels are per database).
@@ -47,7 +72,16 @@ impl TestDb {
     pub async fn empty() -> Self {
         let admin = admin_url();
         let name = format!("herald_test_{}", Uuid::new_v4().simple());
-        let client = connect(&admin).await;
+        let client = match tokio_postgres::connect(&admin, tokio_postgres::NoTls).await {
+            Ok((client, connection)) => {
+                tokio::spawn(connection);
+                client
+            }
+            Err(error) => no_database(&format!(
+                "cannot connect to HERALD_TEST_DATABASE_URL ({:#})",
+                anyhow::Error::new(error)
+            )),
+        };
         client
             .batch_execute(&format!("create database {name}"))
             .await
