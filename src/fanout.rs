@@ -89,8 +89,33 @@ pub struct UserChange {
 pub enum Route {
     Emit(Emission),
     UserChanged(UserChange),
-    /// Nothing to send; the reason is for the log.
-    Skip(&'static str),
+    /// Nothing to send.
+    Skip(Skip),
+}
+
+/// Why an event is not sent; the caller logs it with the event's id and kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skip {
+    /// The notification expired before herald read its event: routine.
+    Expired,
+    /// The row lacks what the event needs (routing columns or a payload of
+    /// the right shape). Only triggers write the log, so this is a push
+    /// lost to a bug, never a client's doing. Says what is wrong.
+    Malformed(String),
+}
+
+impl Skip {
+    /// An event whose routing columns name no audience.
+    pub fn no_audience(event: &Event) -> Self {
+        Self::Malformed(format!(
+            "no audience in the routing columns (audience {:?}, user_id {:?}, sector_id {:?})",
+            event.audience, event.user_id, event.sector_id
+        ))
+    }
+
+    fn malformed(what: &str, error: impl std::fmt::Display) -> Self {
+        Self::Malformed(format!("{what}: {error}"))
+    }
 }
 
 #[derive(Deserialize)]
@@ -121,15 +146,17 @@ pub fn route(event: &Event, event_id: &str, now: OffsetDateTime) -> Route {
     match event.kind {
         Kind::NotificationCreated => {
             let Some(audience) = Audience::of(event) else {
-                return Route::Skip("no audience");
+                return Route::Skip(Skip::no_audience(event));
             };
-            let Ok(notification) =
-                serde_json::from_value::<wire::Notification>(event.payload.clone())
-            else {
-                return Route::Skip("malformed notification payload");
-            };
+            let notification =
+                match serde_json::from_value::<wire::Notification>(event.payload.clone()) {
+                    Ok(notification) => notification,
+                    Err(error) => {
+                        return Route::Skip(Skip::malformed("notification payload", error));
+                    }
+                };
             if is_expired(&notification, now) {
-                return Route::Skip("expired before it could be pushed");
+                return Route::Skip(Skip::Expired);
             }
             let payload = wire::NewNotification {
                 notification: &notification,
@@ -145,10 +172,11 @@ pub fn route(event: &Event, event_id: &str, now: OffsetDateTime) -> Route {
         }
         Kind::NotificationRead => {
             let Some(reader) = event.user_id else {
-                return Route::Skip("no reader");
+                return Route::Skip(Skip::Malformed("no user_id (the reader)".into()));
             };
-            let Ok(read) = serde_json::from_value::<ReadPayload>(event.payload.clone()) else {
-                return Route::Skip("malformed read payload");
+            let read = match serde_json::from_value::<ReadPayload>(event.payload.clone()) {
+                Ok(read) => read,
+                Err(error) => return Route::Skip(Skip::malformed("read payload", error)),
             };
             let payload = wire::NotificationRead {
                 notification_id: read.notification_id,
@@ -165,11 +193,12 @@ pub fn route(event: &Event, event_id: &str, now: OffsetDateTime) -> Route {
         }
         Kind::NotificationRetracted => {
             let Some(audience) = Audience::of(event) else {
-                return Route::Skip("no audience");
+                return Route::Skip(Skip::no_audience(event));
             };
-            let Ok(retracted) = serde_json::from_value::<RetractedPayload>(event.payload.clone())
-            else {
-                return Route::Skip("malformed retraction payload");
+            let retracted = match serde_json::from_value::<RetractedPayload>(event.payload.clone())
+            {
+                Ok(retracted) => retracted,
+                Err(error) => return Route::Skip(Skip::malformed("retraction payload", error)),
             };
             let payload = wire::NotificationRetracted {
                 notification_id: retracted.notification_id,
@@ -190,7 +219,7 @@ pub fn route(event: &Event, event_id: &str, now: OffsetDateTime) -> Route {
                 role: user.role,
                 sector_id: user.sector_id,
             }),
-            Err(_) => Route::Skip("malformed user payload"),
+            Err(error) => Route::Skip(Skip::malformed("user payload", error)),
         },
     }
 }
@@ -326,7 +355,7 @@ mod tests {
             None,
             created_payload("all", Some("2026-11-27T08:59:59.500000Z")),
         );
-        assert!(matches!(route(&e, "p", NOW), Route::Skip(_)));
+        assert_eq!(route(&e, "p", NOW), Route::Skip(Skip::Expired));
         let later = event(
             Kind::NotificationCreated,
             "all",
@@ -404,7 +433,11 @@ mod tests {
     }
 
     #[test]
-    fn malformed_rows_are_skipped_not_fatal() {
+    fn malformed_rows_are_skipped_not_fatal_and_say_what_is_wrong() {
+        let malformed = |route: Route| match route {
+            Route::Skip(Skip::Malformed(reason)) => reason,
+            other => panic!("not skipped as malformed: {other:?}"),
+        };
         let e = event(
             Kind::NotificationCreated,
             "user",
@@ -412,7 +445,8 @@ mod tests {
             None,
             json!([1, 2]),
         );
-        assert!(matches!(route(&e, "p", NOW), Route::Skip(_)));
+        let reason = malformed(route(&e, "p", NOW));
+        assert!(reason.starts_with("notification payload: "), "{reason}");
         let mut no_audience = event(
             Kind::NotificationCreated,
             "user",
@@ -421,6 +455,16 @@ mod tests {
             created_payload("user", None),
         );
         no_audience.audience = None;
-        assert!(matches!(route(&no_audience, "p", NOW), Route::Skip(_)));
+        let reason = malformed(route(&no_audience, "p", NOW));
+        assert!(reason.contains("no audience"), "{reason}");
+        let read = event(
+            Kind::NotificationRead,
+            "user",
+            Some(Uuid::new_v4()),
+            None,
+            json!({"notificationId": "not a uuid"}),
+        );
+        let reason = malformed(route(&read, "p", NOW));
+        assert!(reason.starts_with("read payload: "), "{reason}");
     }
 }

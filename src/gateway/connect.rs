@@ -19,10 +19,11 @@ use tracing::Instrument;
 
 use super::Gateway;
 use super::client_events;
+use super::dispatch::skipped;
 use super::outbox::{self, Sent, send_waiting};
 use super::session::{Resume, Session};
 use crate::db::{self, inbox::Inbox};
-use crate::fanout::{self, Route};
+use crate::fanout::{self, Route, Skip};
 use crate::log::{Event, Kind, Position, Snapshot};
 use crate::names::{emit, room};
 use crate::telemetry::metrics;
@@ -94,11 +95,16 @@ async fn sync(socket: &SocketRef, gateway: &Gateway, session: &Session) -> anyho
             for event in events {
                 // Replayed events carry their log id for reference; the
                 // resume position is connection:success's lastEventId.
-                if let Route::Emit(emission) = fanout::route(event, &event.id.to_string(), now) {
-                    send_waiting(socket, emission.event, &emission.payload).await?;
-                    if let Some(id) = emission.delivers {
-                        gateway.deliveries.sent(id, session.user_id, now);
+                match fanout::route(event, &event.id.to_string(), now) {
+                    Route::Emit(emission) => {
+                        send_waiting(socket, emission.event, &emission.payload).await?;
+                        if let Some(id) = emission.delivers {
+                            gateway.deliveries.sent(id, session.user_id, now);
+                        }
                     }
+                    Route::Skip(skip) => skipped(event, &skip),
+                    // The replay leaves user changes out: the session reads the user itself.
+                    Route::UserChanged(_) => {}
                 }
             }
         }
@@ -269,40 +275,55 @@ fn send_catch_up(
             if event.user_id != Some(inbox.user_id) {
                 continue;
             }
-            if let Route::UserChanged(change) = fanout::route(event, "", now) {
-                if !change.is_active {
-                    let _ = socket.clone().disconnect();
-                    return Ok(false);
+            match fanout::route(event, "", now) {
+                Route::UserChanged(change) => {
+                    if !change.is_active {
+                        let _ = socket.clone().disconnect();
+                        return Ok(false);
+                    }
+                    *inbox = Inbox {
+                        user_id: inbox.user_id,
+                        sector_id: change.sector_id,
+                        is_admin: gateway.is_admin(&change.role),
+                    };
+                    count_changed = true;
                 }
-                *inbox = Inbox {
-                    user_id: inbox.user_id,
-                    sector_id: change.sector_id,
-                    is_admin: gateway.is_admin(&change.role),
-                };
-                count_changed = true;
+                Route::Skip(skip) => skipped(event, &skip),
+                Route::Emit(_) => {}
             }
             continue;
         }
-        if !fanout::Audience::of(event).is_some_and(|audience| audience.reaches(inbox)) {
-            continue;
+        match fanout::Audience::of(event) {
+            Some(audience) if audience.reaches(inbox) => {}
+            Some(_) => continue,
+            None => {
+                skipped(event, &Skip::no_audience(event));
+                continue;
+            }
         }
         let event_id = Position::after_event(from, end, event.tx, event.id).to_string();
-        if let Route::Emit(emission) = fanout::route(event, &event_id, now) {
-            // Under the progress lock nothing may wait: a socket that cannot
-            // take its catch-up is evicted and resumes when it reconnects.
-            match outbox::send(socket, emission.event, &emission.payload) {
-                Sent::Queued => {
-                    count_changed |= emission.changes_count;
-                    if let Some(id) = emission.delivers {
-                        gateway.deliveries.sent(id, inbox.user_id, now);
-                    }
-                }
-                Sent::Full => {
-                    outbox::evict(socket.clone());
-                    return Ok(false);
-                }
-                Sent::Closed => return Ok(false),
+        let emission = match fanout::route(event, &event_id, now) {
+            Route::Emit(emission) => emission,
+            Route::Skip(skip) => {
+                skipped(event, &skip);
+                continue;
             }
+            Route::UserChanged(_) => continue,
+        };
+        // Under the progress lock nothing may wait: a socket that cannot
+        // take its catch-up is evicted and resumes when it reconnects.
+        match outbox::send(socket, emission.event, &emission.payload) {
+            Sent::Queued => {
+                count_changed |= emission.changes_count;
+                if let Some(id) = emission.delivers {
+                    gateway.deliveries.sent(id, inbox.user_id, now);
+                }
+            }
+            Sent::Full => {
+                outbox::evict(socket.clone());
+                return Ok(false);
+            }
+            Sent::Closed => return Ok(false),
         }
     }
     if count_changed {

@@ -17,9 +17,9 @@ use super::outbox::{self, Pacer, Sent};
 use super::presence::Presence;
 use crate::db::inbox::Inbox;
 use crate::deliveries::DeliveryQueue;
-use crate::fanout::{self, Audience, Emission, Route, UserChange};
-use crate::log::Position;
+use crate::fanout::{self, Audience, Emission, Route, Skip, UserChange};
 use crate::log::tail::{Dispatch, Step};
+use crate::log::{Event, Position};
 use crate::names::{NAMESPACE, room};
 use crate::telemetry::metrics;
 
@@ -56,9 +56,7 @@ impl Dispatch for Dispatcher {
                     self.change_user(&change).await;
                     recount.insert(change.user_id);
                 }
-                Route::Skip(reason) => {
-                    tracing::debug!(event.id = event.id, reason, "event not pushed")
-                }
+                Route::Skip(skip) => skipped(event, &skip),
             }
         }
         self.emit(&mut run, now, &mut recount, &mut pacer).await;
@@ -184,6 +182,24 @@ impl Dispatcher {
             }
         }
         self.presence.set_inbox(new);
+    }
+}
+
+/// Logs an event that reaches no socket, by its id and kind: an expired
+/// notification at debug, a malformed row as the error it is (a push lost).
+pub fn skipped(event: &Event, skip: &Skip) {
+    match skip {
+        Skip::Expired => tracing::debug!(
+            event.id = event.id,
+            event.kind = event.kind.as_str(),
+            "event not pushed: its notification expired before it was read"
+        ),
+        Skip::Malformed(reason) => tracing::error!(
+            event.id = event.id,
+            event.kind = event.kind.as_str(),
+            reason = reason.as_str(),
+            "event not pushed: malformed event row"
+        ),
     }
 }
 

@@ -320,7 +320,10 @@ async fn read_step(
                 // Only triggers write events, and a constraint checks kinds;
                 // a row herald cannot read is logged and passed over, not
                 // allowed to stall the log for everyone.
-                Err(error) => tracing::error!(error = %error, "skipping unreadable event row"),
+                Err(error) => {
+                    let (id, kind) = error.event().unzip();
+                    tracing::error!(event.id = id, event.kind = kind, error = %error, "skipping unreadable event row");
+                }
             }
         }
     }

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use crate::client::{Connect, SioClient, connect};
-use crate::helpers::{PrivateCluster, TestApp, connect as pg_connect};
+use crate::helpers::{
+    HeraldProcess, PrivateCluster, SECRET, TestApp, TestDb, connect as pg_connect, insert_user,
+};
 
 /// Reads `notification:new` ids until `expected` are all in, or nothing new
 /// arrives for `quiet` (then the caller's assertion tells what is missing).
@@ -302,4 +304,70 @@ async fn a_client_that_stops_reading_is_bounded_and_delays_no_one_else() {
     }
     assert!(overflows > 0.0, "no overflow was counted");
     drop(stalled);
+}
+
+/// A row herald cannot push (written by hand, past the triggers) is logged
+/// as an error naming its id and kind, and the log is read on past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_event_row_is_logged_by_id_and_kind_and_the_log_goes_on() {
+    let db = TestDb::migrated().await;
+    let pg = db.client().await;
+    let herald = HeraldProcess::spawn(&db.url, &[]);
+    herald.wait_ready().await;
+    let user = insert_user(&pg, "Ada", "USER", None).await;
+    let jwt = herald::auth::JwtConfig::hs256(SECRET.as_bytes());
+    let token = jwt.sign(user, Duration::from_secs(600)).unwrap();
+    let mut client = connect(herald.address, Connect::token(&token))
+        .await
+        .unwrap();
+    client.connected().await;
+
+    let bad: i64 = pg
+        .query_one(
+            r#"insert into herald.events (kind, audience, user_id, payload)
+               values ('notification.created', 'user', $1, '{"title": 1}') returning id"#,
+            &[&user],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let good: Uuid = pg
+        .query_one(
+            "insert into herald.notifications (user_id, title) values ($1, 'after it') returning id",
+            &[&user],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    // The first push is the good one: the bad row was passed over, not sent.
+    assert_eq!(
+        client.wait_for("notification:new").await["id"],
+        serde_json::json!(good)
+    );
+
+    // herald wrote the line before that push; its reader thread may lag.
+    let mut logged = None;
+    for _ in 0..100 {
+        logged = herald
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find(|entry| entry["message"] == "event not pushed: malformed event row");
+        if logged.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let entry = logged.unwrap_or_else(|| panic!("not logged:\n{}", herald.log_text()));
+    assert_eq!(entry["level"], "ERROR");
+    assert_eq!(entry["event.id"], bad);
+    assert_eq!(entry["event.kind"], "notification.created");
+    assert!(
+        entry["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("notification payload: ")),
+        "{entry}"
+    );
 }
