@@ -1,4 +1,5 @@
-//! The command line (CONTRACT §1): `serve`, `migrate`, `token`, `send`.
+//! The command line (docs/reference.md, "Command line"): `serve`, `migrate`,
+//! `token`, `send`, `prune`.
 
 use std::net::SocketAddr;
 
@@ -221,5 +222,48 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = interrupt => {}
         () = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every setting a command reads from the environment, with its flag.
+    fn settings(command: &clap::Command, found: &mut Vec<(String, Option<String>)>) {
+        for arg in command.get_arguments() {
+            if let Some(env) = arg.get_env() {
+                found.push((
+                    env.to_string_lossy().into_owned(),
+                    arg.get_long().map(|long| format!("--{long}")),
+                ));
+            }
+        }
+        for sub in command.get_subcommands() {
+            settings(sub, found);
+        }
+    }
+
+    #[test]
+    fn every_setting_and_its_flag_is_in_the_reference_and_the_readme() {
+        let reference = include_str!("../docs/reference.md");
+        let readme = include_str!("../README.md");
+        let mut found = Vec::new();
+        settings(&super::Cli::command(), &mut found);
+        assert!(found.len() >= 20, "found only {found:?}");
+        for (env, flag) in found {
+            let named = format!("`{env}`");
+            assert!(
+                reference.contains(&named),
+                "{env} is not in docs/reference.md"
+            );
+            assert!(readme.contains(&named), "{env} is not in the README");
+            if let Some(flag) = flag {
+                assert!(
+                    reference.contains(&format!("`{flag}`")),
+                    "{flag} ({env}) is not in docs/reference.md"
+                );
+            }
+        }
     }
 }
