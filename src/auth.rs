@@ -20,7 +20,7 @@ pub enum JwtKeyError {
     PrivateKey(String),
 }
 
-/// Why a presented token was refused. The variants are the contract's codes.
+/// Why a presented token was refused. The variants are the codes clients see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
     #[error("invalid_token")]

@@ -1,5 +1,5 @@
-//! Configuration: the settings of CONTRACT §1, read from the environment or
-//! the matching flags, validated once at start-up.
+//! Configuration: the settings docs/reference.md lists, read from the
+//! environment or the matching flags, validated once at start-up.
 //!
 //! Every setting arrives as text and is checked here, so a bad value stops
 //! herald with one line that names the variable (`invalid PORT: ...`), never

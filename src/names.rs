@@ -7,7 +7,7 @@ use uuid::Uuid;
 /// The namespace every client connects to.
 pub const NAMESPACE: &str = "/notifications";
 
-/// Rooms a socket joins; see CONTRACT §3 "On connect".
+/// Rooms a socket joins once its connect sequence is done (gateway::connect).
 pub mod room {
     use super::Uuid;
 

@@ -1,5 +1,5 @@
 //! What travels to clients: the JSON payloads of socket events, acks and
-//! REST answers, in the contract's camelCase, with `null` for every field
+//! REST answers, in camelCase, with `null` for every field
 //! that has no value (never omitted).
 
 use serde::Serialize;
@@ -102,7 +102,7 @@ impl Failure {
     }
 }
 
-/// Formats a time as the contract's RFC 3339 UTC form with microseconds.
+/// Formats a time as clients see every time: RFC 3339, UTC, microseconds.
 pub fn rfc3339(at: OffsetDateTime) -> String {
     let at = at.to_offset(time::UtcOffset::UTC);
     let micros = at.microsecond();
@@ -117,7 +117,7 @@ pub fn rfc3339(at: OffsetDateTime) -> String {
     }
 }
 
-/// The current time in the contract's format.
+/// The current time, formatted as [`rfc3339`] does.
 pub fn now() -> String {
     rfc3339(OffsetDateTime::now_utc())
 }

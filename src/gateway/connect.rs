@@ -1,5 +1,5 @@
-//! The connect sequence (CONTRACT §3 "On connect") and the hand-over from it
-//! to the live stream.
+//! The connect sequence (docs/reference.md, "On connect") and the hand-over
+//! from it to the live stream.
 //!
 //! The user, the replay or pending push and the unread count are all read in
 //! one repeatable-read transaction, so they agree with one snapshot Q. The
@@ -332,7 +332,7 @@ fn send_catch_up(
     Ok(true)
 }
 
-/// The rooms of a user, in the contract's order.
+/// The rooms of a user: their own, their sector's, `admin` for admins, `all`.
 pub fn rooms(inbox: &Inbox) -> Vec<String> {
     let mut rooms = vec![room::user(inbox.user_id)];
     if let Some(sector) = inbox.sector_id {

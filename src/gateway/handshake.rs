@@ -3,7 +3,7 @@
 //!
 //! The token comes from `auth.token`, then the `token` query parameter, then
 //! `Authorization: Bearer`. A refusal reaches the client as `connect_error`
-//! whose message is the contract's code; it is logged once, at info, with
+//! whose message is the refusal's code; it is logged once, at info, with
 //! the reason and never the token.
 
 use serde_json::Value;
@@ -280,7 +280,7 @@ mod tests {
     }
 
     #[test]
-    fn refusal_messages_are_the_contract_codes() {
+    fn refusal_messages_are_the_documented_codes() {
         assert_eq!(
             Refusal::TooManyConnections.to_string(),
             "too_many_connections"
@@ -314,7 +314,7 @@ mod fuzz {
 
     proptest! {
         /// Any auth payload, query string and Authorization header yields a
-        /// token or one of the contract's refusals, never a panic.
+        /// token or one of the documented refusals, never a panic.
         #[test]
         fn token_extraction_answers_every_input(auth in proptest::option::of(crate::fuzzing::json(&["token", "lastEventId"])), query in ".{0,80}", header in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..60))) {
             let mut request = http::Request::builder();

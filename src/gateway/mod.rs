@@ -1,7 +1,8 @@
-//! The Socket.IO gateway: namespace `/notifications` (CONTRACT §3).
+//! The Socket.IO gateway: namespace `/notifications` (docs/reference.md,
+//! "Socket.IO").
 //!
 //! - [`handshake`] authenticates in a connect middleware and refuses with the
-//!   contract's `connect_error` messages; nothing is emitted before it passes.
+//!   documented `connect_error` codes; nothing is emitted before it passes.
 //! - [`connect`] runs the connect sequence and lines the socket up with the
 //!   live stream, so nothing is lost or doubled between them.
 //! - [`client_events`] answers `mark.*`, `notifications.list`, `auth.refresh`.

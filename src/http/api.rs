@@ -1,5 +1,6 @@
-//! The REST API (CONTRACT §4): a user's notifications over plain HTTP, with
-//! the same Bearer JWT verification as the socket and the same queries.
+//! The REST API (docs/reference.md, "HTTP"): a user's notifications over
+//! HTTP, with the same Bearer JWT verification as the socket and the same
+//! queries.
 //! Errors are `{error: {code, message}}` with a fitting status; a 500
 //! carries no internal detail (the cause is logged where it happens).
 //! The OpenAPI document at `/api/openapi.json` is generated from this code.

@@ -1,5 +1,5 @@
 //! Positions in the event log: what a client has been sent, as the opaque
-//! `eventId` strings of CONTRACT §3.
+//! `eventId` strings it resumes from (docs/reference.md, "Positions").
 //!
 //! herald reads the log in steps: each step reads the rows that became
 //! visible between the previous snapshot and the current one, and emits them

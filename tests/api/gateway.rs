@@ -84,7 +84,7 @@ async fn the_token_is_read_from_auth_then_query_then_authorization_header() {
 }
 
 #[tokio::test]
-async fn every_refusal_reaches_the_client_with_the_contract_message() {
+async fn every_refusal_reaches_the_client_with_its_code_as_the_message() {
     let app = TestApp::spawn_with(|c| c.max_sockets_per_user = 2).await;
     let user = app.user("Ada", "USER", None).await;
     let inactive = app.user("Gone", "USER", None).await;

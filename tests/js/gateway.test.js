@@ -40,7 +40,7 @@ function open(token, options = {}) {
   return socket;
 }
 
-test('the connect sequence arrives in the contract order', async () => {
+test('the connect sequence arrives in the documented order', async () => {
   const ada = await herald.user('Ada Lovelace');
   await herald.notify(ada, 'first');
   await herald.notify(ada, 'second');
@@ -83,7 +83,7 @@ test('a row inserted with SQL reaches the connected client in milliseconds', asy
   assert.ok(took[10] < 250, `median ${took[10]} ms`);
 });
 
-test('refusals arrive as connect_error with the contract message', async () => {
+test('refusals arrive as connect_error with their code as the message', async () => {
   const cases = [
     [undefined, 'missing_token'],
     ['garbage', 'invalid_token'],
