@@ -92,6 +92,11 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
+    // Turn the router's handlers into services once, here. Served as it is,
+    // a router layers its fallback (where the Socket.IO service sits) on
+    // every request, and each layering makes an Engine.IO engine of its
+    // own: a long-polling session would be unknown to the next request.
+    let app = app.with_state(());
     let local = listener.local_addr().ok();
     let served = Arc::new(Semaphore::new(
         limits.max_connections.min(Semaphore::MAX_PERMITS),

@@ -1015,3 +1015,44 @@ async fn one_transaction_to_several_audiences_reaches_each_socket_in_commit_orde
     }
     assert_eq!(seen, ["s1", "s2", "s3", "s4"]);
 }
+
+/// A long-polling session lives across requests: the handshake makes it,
+/// and the requests that carry its sid afterwards find it.
+#[tokio::test]
+async fn a_polling_session_is_found_by_the_requests_after_its_handshake() {
+    let app = TestApp::spawn().await;
+    let user = app.user("Ada", "USER", None).await;
+    let http = reqwest::Client::new();
+    let open = http
+        .get(app.url("/socket.io/?EIO=4&transport=polling"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let handshake: Value = serde_json::from_str(open.trim_start_matches('0')).unwrap();
+    let sid = handshake["sid"].as_str().unwrap();
+    let session = app.url(&format!("/socket.io/?EIO=4&transport=polling&sid={sid}"));
+    let posted = http
+        .post(&session)
+        .body(format!(
+            "40/notifications,{}",
+            json!({"token": app.token(user)})
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 200, "{}", posted.text().await.unwrap());
+    // Each poll answers with what is queued; the sequence ends with connection:success.
+    let mut received = String::new();
+    for _ in 0..20 {
+        let polled = http.get(&session).send().await.unwrap();
+        assert_eq!(polled.status(), 200);
+        received.push_str(&polled.text().await.unwrap());
+        if received.contains("connection:success") {
+            break;
+        }
+    }
+    assert!(received.contains("connection:success"), "{received}");
+}
