@@ -6,6 +6,7 @@ mod client;
 mod docs;
 mod faults;
 mod gateway;
+mod guards;
 mod hardening;
 mod health;
 mod helpers;
