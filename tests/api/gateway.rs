@@ -1015,3 +1015,70 @@ async fn one_transaction_to_several_audiences_reaches_each_socket_in_commit_orde
     }
     assert_eq!(seen, ["s1", "s2", "s3", "s4"]);
 }
+
+/// Inserts, in one statement, notifications to `user` that are dead on
+/// arrival: personal and to everyone, already retracted or already expired.
+async fn insert_dead_on_arrival(app: &TestApp, user: Uuid) {
+    app.pg
+        .execute(
+            "insert into herald.notifications (audience, user_id, title, created_at, expires_at, retracted_at)
+             values ('user', $1, 'retracted', now(), null, now()),
+                    ('all', null, 'retracted broadcast', now(), null, now()),
+                    ('user', $1, 'expired', now() - interval '2 hours', now() - interval '1 hour', null),
+                    ('all', null, 'expired broadcast', now() - interval '2 hours', now() - interval '1 hour', null)",
+            &[&user],
+        )
+        .await
+        .unwrap();
+}
+
+/// The ids of the `notification:new` events before `connection:success`.
+async fn pushed_on_connect(client: &mut SioClient) -> Vec<Value> {
+    let mut ids = Vec::new();
+    loop {
+        let (event, data) = client.next().await;
+        match event.as_str() {
+            "notification:new" => ids.push(data["id"].clone()),
+            "connection:success" => return ids,
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_notification_inserted_already_retracted_or_expired_is_never_pushed() {
+    let app = TestApp::spawn().await;
+    let user = app.user("Ada", "USER", None).await;
+    let mut live = online(&app, user).await;
+    let mut earlier = connect(app.address, Connect::token(&app.token(user)))
+        .await
+        .unwrap();
+    let position = earlier.connected().await["lastEventId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    earlier.close();
+    drop(earlier);
+
+    insert_dead_on_arrival(&app, user).await;
+    let marker = app.notify(user, "alive").await;
+
+    // Live: the first push after them is the live row inserted after them.
+    assert_eq!(live.wait_for("notification:new").await["id"], json!(marker));
+    // Replay: resuming from before them replays the live row only.
+    let mut resumed = connect(
+        app.address,
+        Connect {
+            auth: Some(json!({"token": app.token(user), "lastEventId": position})),
+            ..Connect::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(pushed_on_connect(&mut resumed).await, [json!(marker)]);
+    // The pending push of a fresh connect: the same.
+    let mut fresh = connect(app.address, Connect::token(&app.token(user)))
+        .await
+        .unwrap();
+    assert_eq!(pushed_on_connect(&mut fresh).await, [json!(marker)]);
+}
