@@ -13,5 +13,6 @@ mod helpers;
 mod instances;
 mod rest;
 mod resume;
+mod roles;
 mod schema;
 mod security;
