@@ -1056,3 +1056,131 @@ async fn a_polling_session_is_found_by_the_requests_after_its_handshake() {
     }
     assert!(received.contains("connection:success"), "{received}");
 }
+
+/// Inserts, in one statement, notifications to `user` that are dead on
+/// arrival: personal and to everyone, already retracted or already expired.
+async fn insert_dead_on_arrival(app: &TestApp, user: Uuid) {
+    app.pg
+        .execute(
+            "insert into herald.notifications (audience, user_id, title, created_at, expires_at, retracted_at)
+             values ('user', $1, 'retracted', now(), null, now()),
+                    ('all', null, 'retracted broadcast', now(), null, now()),
+                    ('user', $1, 'expired', now() - interval '2 hours', now() - interval '1 hour', null),
+                    ('all', null, 'expired broadcast', now() - interval '2 hours', now() - interval '1 hour', null)",
+            &[&user],
+        )
+        .await
+        .unwrap();
+}
+
+/// The ids of the `notification:new` events before `connection:success`.
+async fn pushed_on_connect(client: &mut SioClient) -> Vec<Value> {
+    let mut ids = Vec::new();
+    loop {
+        let (event, data) = client.next().await;
+        match event.as_str() {
+            "notification:new" => ids.push(data["id"].clone()),
+            "connection:success" => return ids,
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_notification_inserted_already_retracted_or_expired_is_never_pushed() {
+    let app = TestApp::spawn().await;
+    let user = app.user("Ada", "USER", None).await;
+    let mut live = online(&app, user).await;
+    let mut earlier = connect(app.address, Connect::token(&app.token(user)))
+        .await
+        .unwrap();
+    let position = earlier.connected().await["lastEventId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    earlier.close();
+    drop(earlier);
+
+    insert_dead_on_arrival(&app, user).await;
+    let marker = app.notify(user, "alive").await;
+
+    // Live: the first push after them is the live row inserted after them.
+    assert_eq!(live.wait_for("notification:new").await["id"], json!(marker));
+    // Replay: resuming from before them replays the live row only.
+    let mut resumed = connect(
+        app.address,
+        Connect {
+            auth: Some(json!({"token": app.token(user), "lastEventId": position})),
+            ..Connect::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(pushed_on_connect(&mut resumed).await, [json!(marker)]);
+    // The pending push of a fresh connect: the same.
+    let mut fresh = connect(app.address, Connect::token(&app.token(user)))
+        .await
+        .unwrap();
+    assert_eq!(pushed_on_connect(&mut fresh).await, [json!(marker)]);
+}
+
+#[tokio::test]
+async fn a_retracted_or_expired_notification_cannot_be_read_or_acknowledged() {
+    let app = TestApp::spawn().await;
+    let user = app.user("Ada", "USER", None).await;
+    let mut client = online(&app, user).await;
+    let retracted = app.notify(user, "withdrawn").await;
+    assert_eq!(
+        client.wait_for("notification:new").await["id"],
+        json!(retracted)
+    );
+    assert_eq!(
+        delivery_row(&app, retracted, user).await,
+        Some(("SENT".to_owned(), true))
+    );
+    app.pg
+        .execute(
+            "update herald.notifications set retracted_at = now() where id = $1",
+            &[&retracted],
+        )
+        .await
+        .unwrap();
+    client.wait_for("notification:retracted").await;
+    let expired: Uuid = app
+        .pg
+        .query_one(
+            "insert into herald.notifications (user_id, title, created_at, expires_at)
+             values ($1, 'expired', now() - interval '2 hours', now() - interval '1 hour') returning id",
+            &[&user],
+        )
+        .await
+        .unwrap()
+        .get(0);
+
+    for id in [retracted, expired] {
+        for event in ["mark.read", "mark.delivered"] {
+            let ack = client.ack(event, Some(json!({"notificationId": id}))).await;
+            assert_eq!(ack["success"], false, "{event} {id}: {ack}");
+            assert_eq!(ack["error"]["code"], "not_found", "{event} {id}: {ack}");
+        }
+    }
+    // Nothing was written: no receipt, no read event, no acknowledgement.
+    let ids = vec![retracted, expired];
+    let written = app
+        .pg
+        .query_one(
+            "select (select count(*) from herald.notification_seen where notification_id = any ($1)),
+                    (select count(*) from herald.events where kind = 'notification.read'),
+                    (select count(*) from herald.notification_deliveries
+                      where notification_id = any ($1) and (status <> 'SENT' or delivered_at is not null)),
+                    (select count(*) from herald.notification_deliveries where notification_id = $2)",
+            &[&ids, &expired],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (0..4).map(|i| written.get::<_, i64>(i)).collect::<Vec<_>>(),
+        [0, 0, 0, 0]
+    );
+    assert!(client.is_open());
+}

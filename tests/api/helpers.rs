@@ -300,6 +300,24 @@ pub async fn insert_user(
     id
 }
 
+/// The constraint a statement was refused by, checked to be named in the
+/// error's message as well as in its `constraint` field, the way
+/// PostgreSQL's own check constraints report themselves.
+pub fn refused_by(error: &tokio_postgres::Error) -> String {
+    let db = error
+        .as_db_error()
+        .unwrap_or_else(|| panic!("not a database error: {error:?}"));
+    let constraint = db
+        .constraint()
+        .unwrap_or_else(|| panic!("refused without a constraint name: {}", db.message()));
+    assert!(
+        db.message().contains(&format!("\"{constraint}\"")),
+        "the message does not name {constraint}: {}",
+        db.message()
+    );
+    constraint.to_owned()
+}
+
 /// A PostgreSQL cluster of one test's own, for tests that restart it.
 pub struct PrivateCluster {
     pub data: std::path::PathBuf,

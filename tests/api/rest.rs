@@ -237,6 +237,56 @@ async fn errors_are_json_with_fitting_statuses() {
 }
 
 #[tokio::test]
+async fn reading_a_retracted_or_expired_notification_is_not_found_and_writes_nothing() {
+    let app = TestApp::spawn().await;
+    let user = app.user("Ada", "USER", None).await;
+    let token = app.token(user);
+    let retracted = app.notify(user, "withdrawn").await;
+    app.pg
+        .execute(
+            "update herald.notifications set retracted_at = now() where id = $1",
+            &[&retracted],
+        )
+        .await
+        .unwrap();
+    let expired: uuid::Uuid = app
+        .pg
+        .query_one(
+            "insert into herald.notifications (user_id, title, created_at, expires_at)
+             values ($1, 'expired', now() - interval '2 hours', now() - interval '1 hour') returning id",
+            &[&user],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    for id in [retracted, expired] {
+        let (status, body) = call(
+            &app,
+            reqwest::Method::POST,
+            &format!("/api/notifications/{id}/read"),
+            Some(&token),
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::NOT_FOUND, Some("not_found")),
+            "{id}: {body}"
+        );
+    }
+    let written: i64 = app
+        .pg
+        .query_one(
+            "select (select count(*) from herald.notification_seen)
+                  + (select count(*) from herald.events where kind = 'notification.read')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(written, 0);
+}
+
+#[tokio::test]
 async fn the_api_is_rate_limited_per_user() {
     let app = TestApp::spawn_with(|c| c.event_rate = "3/1m".parse().unwrap()).await;
     let user = app.user("Ada", "USER", None).await;

@@ -8,7 +8,7 @@ use serde_json::json;
 use tokio_postgres::AsyncMessage;
 use uuid::Uuid;
 
-use crate::helpers::{TestDb, insert_user};
+use crate::helpers::{TestDb, insert_user, refused_by};
 
 /// Everything in schema herald that a migration could change.
 const CATALOG: &str = "
@@ -20,7 +20,7 @@ const CATALOG: &str = "
 #[tokio::test]
 async fn migrations_apply_to_an_empty_database_and_a_second_run_changes_nothing() {
     let db = TestDb::empty().await;
-    assert_eq!(herald::db::migrate(&db.url).await.unwrap(), 4);
+    assert_eq!(herald::db::migrate(&db.url).await.unwrap(), 5);
     let pg = db.client().await;
     let before: String = pg.query_one(CATALOG, &[]).await.unwrap().get(0);
     for table in [
@@ -131,10 +131,7 @@ async fn audience_is_inferred_from_user_or_sector() {
         .execute("insert into herald.notifications (title) values ('c')", &[])
         .await
         .unwrap_err();
-    assert_eq!(
-        herald::db::constraint_of(&error),
-        Some("notifications_audience_required")
-    );
+    assert_eq!(refused_by(&error), "notifications_audience_required");
 }
 
 #[tokio::test]
@@ -228,6 +225,86 @@ async fn reads_retractions_and_user_changes_log_their_events() {
 }
 
 #[tokio::test]
+async fn a_notification_inserted_already_retracted_or_expired_is_never_logged_as_created() {
+    let db = TestDb::migrated().await;
+    let pg = db.client().await;
+    let user = insert_user(&pg, "Ada", "USER", None).await;
+    // One statement: a backfill of history beside one live row.
+    let live: Uuid = pg
+        .query(
+            "insert into herald.notifications (user_id, title, created_at, expires_at, retracted_at)
+             values ($1, 'retracted', now(), null, now()),
+                    ($1, 'expired', now() - interval '2 hours', now() - interval '1 hour', null),
+                    ($1, 'expiring this instant', now() - interval '1 hour', now(), null),
+                    ($1, 'live', now(), now() + interval '1 hour', null)
+             returning id, title",
+            &[&user],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .find(|row| row.get::<_, String>("title") == "live")
+        .map(|row| row.get("id"))
+        .unwrap();
+    let rows = events(&pg).await;
+    let logged: Vec<(String, Option<Uuid>)> = rows
+        .iter()
+        .map(|r| (r.get("kind"), r.get("notification_id")))
+        .collect();
+    assert_eq!(logged, [("notification.created".to_owned(), Some(live))]);
+}
+
+#[tokio::test]
+async fn deleting_a_user_logs_a_deactivation_and_truncating_users_is_refused() {
+    let db = TestDb::migrated().await;
+    let pg = db.client().await;
+    let sector = Uuid::new_v4();
+    let ada = insert_user(&pg, "Ada", "ADMIN", Some(sector)).await;
+    let gone = insert_user(&pg, "Gone", "USER", None).await;
+    pg.execute(
+        "update herald.users set is_active = false where id = $1",
+        &[&gone],
+    )
+    .await
+    .unwrap();
+    let before = events(&pg).await.len();
+    // An inactive user has no sockets: deleting them tells herald nothing new.
+    pg.execute(
+        "delete from herald.users where id = any ($1)",
+        &[&vec![ada, gone]],
+    )
+    .await
+    .unwrap();
+    let rows = events(&pg).await;
+    assert_eq!(rows.len(), before + 1);
+    let deleted = &rows[before];
+    assert_eq!(deleted.get::<_, String>("kind"), "user.updated");
+    assert_eq!(deleted.get::<_, Option<Uuid>>("user_id"), Some(ada));
+    assert_eq!(
+        deleted.get::<_, Option<String>>("audience").as_deref(),
+        Some("user")
+    );
+    assert_eq!(
+        deleted.get::<_, serde_json::Value>("payload"),
+        json!({"userId": ada, "isActive": false, "deleted": true, "role": "ADMIN", "sectorId": sector, "previousRole": "ADMIN", "previousSectorId": sector})
+    );
+
+    // TRUNCATE fires no delete trigger, so it would leave sockets connected.
+    insert_user(&pg, "Grace", "USER", None).await;
+    let error = pg
+        .batch_execute("truncate herald.users cascade")
+        .await
+        .unwrap_err();
+    assert_eq!(refused_by(&error), "users_deletes_logged");
+    let users: i64 = pg
+        .query_one("select count(*) from herald.users", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(users, 1);
+}
+
+#[tokio::test]
 async fn a_retraction_is_final_and_content_is_immutable() {
     let db = TestDb::migrated().await;
     let pg = db.client().await;
@@ -246,10 +323,7 @@ async fn a_retraction_is_final_and_content_is_immutable() {
         )
         .await
         .unwrap_err();
-    assert_eq!(
-        herald::db::constraint_of(&error),
-        Some("notifications_immutable")
-    );
+    assert_eq!(refused_by(&error), "notifications_immutable");
     pg.execute(
         "update herald.notifications set retracted_at = now() where id = $1",
         &[&n],
@@ -260,10 +334,7 @@ async fn a_retraction_is_final_and_content_is_immutable() {
         .execute("update herald.notifications set retracted_at = now() + interval '1 minute' where id = $1", &[&n])
         .await
         .unwrap_err();
-    assert_eq!(
-        herald::db::constraint_of(&error),
-        Some("notifications_retraction_final")
-    );
+    assert_eq!(refused_by(&error), "notifications_retraction_final");
     let retractions: i64 = pg
         .query_one(
             "select count(*) from herald.events where kind = 'notification.retracted'",
@@ -402,11 +473,7 @@ async fn every_rule_refuses_its_bad_row_with_a_named_constraint_and_leaves_nothi
     ];
     for (constraint, sql) in &cases {
         let error = pg.batch_execute(sql).await.expect_err(constraint);
-        assert_eq!(
-            herald::db::constraint_of(&error),
-            Some(*constraint),
-            "{sql:.120}: {error:?}"
-        );
+        assert_eq!(refused_by(&error), *constraint, "{sql:.120}: {error:?}");
     }
     // A multi-row insert with one bad row writes nothing at all.
     let error = pg
@@ -416,10 +483,7 @@ async fn every_rule_refuses_its_bad_row_with_a_named_constraint_and_leaves_nothi
         )
         .await
         .unwrap_err();
-    assert_eq!(
-        herald::db::constraint_of(&error),
-        Some("notifications_title_length")
-    );
+    assert_eq!(refused_by(&error), "notifications_title_length");
     let left: (i64, i64) = {
         let row = pg
             .query_one("select (select count(*) from herald.notifications), (select count(*) from herald.events)", &[])
