@@ -322,6 +322,10 @@ async fn a_malformed_event_row_is_logged_by_id_and_kind_and_the_log_goes_on() {
         .unwrap();
     client.connected().await;
 
+    // Only triggers write the log; a corrupt row needs them switched off.
+    pg.batch_execute("set session_replication_role = replica")
+        .await
+        .unwrap();
     let bad: i64 = pg
         .query_one(
             r#"insert into herald.events (kind, audience, user_id, payload)
@@ -331,6 +335,9 @@ async fn a_malformed_event_row_is_logged_by_id_and_kind_and_the_log_goes_on() {
         .await
         .unwrap()
         .get(0);
+    pg.batch_execute("reset session_replication_role")
+        .await
+        .unwrap();
     let good: Uuid = pg
         .query_one(
             "insert into herald.notifications (user_id, title) values ($1, 'after it') returning id",
