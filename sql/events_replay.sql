@@ -3,12 +3,21 @@
 -- taken at), and not seen from position ($1 base, $2 step end, $3 tx, $4
 -- id; see src/log/position.rs), in (tx, id) order.
 -- $6 user_id, $7 sector_id, $8 is_admin, $9 at most this many rows
+-- What the base snapshot did not see is exactly the rows of transactions
+-- in its xip list or at or above its xmax, so the scan starts there (as in
+-- events_step.sql) and never walks rows the client has seen, however far
+-- below its xmax the base's xmin lies. sql/events_replay_backlog.sql
+-- counts the same rows without reading them and must keep these filters.
 select e.id, e.tx::text as tx, e.created_at, e.kind,
        e.notification_id, e.user_id, e.sector_id, e.audience, e.payload
-  from herald.events e
- where e.tx >= pg_snapshot_xmin($1::text::pg_snapshot)
-   and pg_visible_in_snapshot(e.tx, $5::text::pg_snapshot)
-   and not pg_visible_in_snapshot(e.tx, $1::text::pg_snapshot)
+  from (
+    select * from herald.events where tx >= pg_snapshot_xmax($1::text::pg_snapshot)
+    union all
+    select e.*
+      from pg_snapshot_xip($1::text::pg_snapshot) as x(tx),
+           lateral (select * from herald.events where tx = x.tx offset 0) as e
+  ) as e
+ where pg_visible_in_snapshot(e.tx, $5::text::pg_snapshot)
    and not (pg_visible_in_snapshot(e.tx, $2::text::pg_snapshot)
             and (e.tx, e.id) <= ($3::text::xid8, $4::bigint))
    and ((e.user_id = $6 and e.audience = 'user')

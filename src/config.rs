@@ -174,6 +174,9 @@ pub struct ServeArgs {
     /// Sockets one user may hold on this instance.
     #[arg(long, env = "HERALD_MAX_SOCKETS_PER_USER", default_value = "10")]
     pub max_sockets_per_user: String,
+    /// Events a resume may replay; a client further behind gets sync:reset.
+    #[arg(long, env = "HERALD_REPLAY_LIMIT", default_value = "1000")]
+    pub replay_limit: String,
     /// How long events are kept.
     #[arg(long, env = "HERALD_EVENT_RETENTION", default_value = "7d")]
     pub event_retention: String,
@@ -228,6 +231,8 @@ pub struct Config {
     pub admin_roles: Vec<String>,
     pub pending_limit: u32,
     pub max_sockets_per_user: usize,
+    /// Events a resume may replay before it is answered with `sync:reset`.
+    pub replay_limit: u32,
     pub event_retention: Duration,
     /// Connection attempts per client address.
     pub connect_rate: Rate,
@@ -289,6 +294,7 @@ impl ServeArgs {
                 1,
                 10_000,
             )? as usize,
+            replay_limit: parse_count("HERALD_REPLAY_LIMIT", &self.replay_limit, 1, 100_000)?,
             event_retention: parse_duration("HERALD_EVENT_RETENTION", &self.event_retention)?,
             connect_rate: self
                 .connect_rate_limit

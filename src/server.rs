@@ -78,6 +78,7 @@ impl Server {
             admin_roles: config.admin_roles.clone(),
             pending_limit: config.pending_limit,
             max_sockets_per_user: config.max_sockets_per_user,
+            replay_limit: crate::gateway::replay::ReplayLimit::new(config.replay_limit),
             connects: Limiter::new(config.connect_rate),
             event_rate: config.event_rate,
             api_calls: Limiter::new(config.event_rate),

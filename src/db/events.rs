@@ -2,6 +2,7 @@
 //! and its retention.
 
 use deadpool_postgres::GenericClient;
+use tokio_postgres::types::{FromSql, ToSql, Type};
 
 use super::inbox::Inbox;
 use crate::log::{Event, Position, Snapshot};
@@ -19,28 +20,150 @@ pub async fn replay(
     let statement = client
         .prepare_cached(include_str!("../../sql/events_replay.sql"))
         .await?;
-    let (base, step_end, tx, id) = from.sql_parts();
-    let tx = tx.to_string();
-    let at = at.to_string();
-    let rows = client
-        .query(
-            &statement,
-            &[
-                &base,
-                &step_end,
-                &tx,
-                &id,
-                &at,
-                &inbox.user_id,
-                &inbox.sector_id,
-                &inbox.is_admin,
-                &limit,
-            ],
-        )
-        .await?;
+    let params = ReplayParams::new(inbox, from, at);
+    let rows = client.query(&statement, &params.with(&limit)).await?;
     rows.iter()
         .map(|row| Event::from_row(row).map_err(anyhow::Error::from))
         .collect()
+}
+
+/// What follows a position, counted without loading an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    /// Log entries the position has not seen, counted up to the scan's cap.
+    pub unseen: i64,
+    /// Of those, the events a replay would send.
+    pub addressed: i64,
+}
+
+/// Counts what a replay from `from` would send, reading at most `scan` log
+/// entries and no payload (sql/events_replay_backlog.sql).
+#[tracing::instrument(skip_all, fields(user.id = %inbox.user_id))]
+pub async fn backlog(
+    client: &impl GenericClient,
+    inbox: &Inbox,
+    from: &Position,
+    at: &Snapshot,
+    scan: i64,
+) -> anyhow::Result<Backlog> {
+    let statement = client
+        .prepare_cached(include_str!("../../sql/events_replay_backlog.sql"))
+        .await?;
+    let params = ReplayParams::new(inbox, from, at);
+    let row = client.query_one(&statement, &params.with(&scan)).await?;
+    Ok(Backlog {
+        unseen: row.try_get("unseen")?,
+        addressed: row.try_get("addressed")?,
+    })
+}
+
+/// A replay read against a byte budget.
+#[derive(Debug)]
+pub enum Bounded {
+    /// Every event, in order.
+    Fits(Vec<Event>),
+    /// The payloads passed the budget after this many rows; the rest were
+    /// never read.
+    OverBudget { rows: usize },
+}
+
+/// Rows fetched per round trip while a replay is read.
+const REPLAY_PAGE: i32 = 100;
+
+/// As [`replay`], but read a page at a time through a portal of `tx`, and
+/// abandoned once the payloads read pass `budget` bytes: what is held in
+/// memory stays within one page of the budget however large the events.
+#[tracing::instrument(skip_all, fields(user.id = %inbox.user_id))]
+pub async fn replay_bounded(
+    tx: &deadpool_postgres::Transaction<'_>,
+    inbox: &Inbox,
+    from: &Position,
+    at: &Snapshot,
+    limit: i64,
+    budget: usize,
+) -> anyhow::Result<Bounded> {
+    let statement = tx
+        .prepare_cached(include_str!("../../sql/events_replay.sql"))
+        .await?;
+    let params = ReplayParams::new(inbox, from, at);
+    let portal = tx.bind(&statement, &params.with(&limit)).await?;
+    let mut events = Vec::new();
+    let mut bytes = 0usize;
+    loop {
+        let page = tx.query_portal(&portal, REPLAY_PAGE).await?;
+        let last = page.len() < REPLAY_PAGE as usize;
+        for row in &page {
+            bytes = bytes.saturating_add(row.try_get::<_, EncodedLen>("payload")?.0);
+            events.push(Event::from_row(row)?);
+        }
+        if bytes > budget {
+            return Ok(Bounded::OverBudget { rows: events.len() });
+        }
+        if last {
+            return Ok(Bounded::Fits(events));
+        }
+    }
+}
+
+/// The parameters events_replay.sql and events_replay_backlog.sql share,
+/// as owned values the statements borrow.
+struct ReplayParams {
+    base: String,
+    step_end: String,
+    tx: String,
+    id: i64,
+    at: String,
+    user_id: uuid::Uuid,
+    sector_id: Option<uuid::Uuid>,
+    is_admin: bool,
+}
+
+impl ReplayParams {
+    fn new(inbox: &Inbox, from: &Position, at: &Snapshot) -> Self {
+        let (base, step_end, tx, id) = from.sql_parts();
+        Self {
+            base,
+            step_end,
+            tx: tx.to_string(),
+            id,
+            at: at.to_string(),
+            user_id: inbox.user_id,
+            sector_id: inbox.sector_id,
+            is_admin: inbox.is_admin,
+        }
+    }
+
+    /// $1 to $8, then `last` as $9.
+    fn with<'a>(&'a self, last: &'a i64) -> [&'a (dyn ToSql + Sync); 9] {
+        [
+            &self.base,
+            &self.step_end,
+            &self.tx,
+            &self.id,
+            &self.at,
+            &self.user_id,
+            &self.sector_id,
+            &self.is_admin,
+            last,
+        ]
+    }
+}
+
+/// How many bytes a column's value took on the wire, whatever its type.
+struct EncodedLen(usize);
+
+impl<'a> FromSql<'a> for EncodedLen {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Self(raw.len()))
+    }
+
+    fn from_sql_null(_: &Type) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Self(0))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
 }
 
 /// Deletes up to `batch` events older than `older_than`; how many.

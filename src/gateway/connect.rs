@@ -21,6 +21,7 @@ use super::Gateway;
 use super::client_events;
 use super::dispatch::skipped;
 use super::outbox::{self, Sent, send_waiting};
+use super::replay::{self, Plan, Reset};
 use super::session::{Resume, Session};
 use crate::db::{self, inbox::Inbox};
 use crate::fanout::{self, Route, Skip};
@@ -29,8 +30,6 @@ use crate::names::{emit, room};
 use crate::telemetry::metrics;
 use crate::wire;
 
-/// A resume that would replay more than this starts over with `sync:reset`.
-const REPLAY_LIMIT: i64 = 10_000;
 /// How long a connecting socket waits for the tail to reach its snapshot.
 const TAIL_WAIT: Duration = Duration::from_secs(10);
 
@@ -90,9 +89,11 @@ async fn sync(socket: &SocketRef, gateway: &Gateway, session: &Session) -> anyho
     if initial.reset {
         send_waiting(socket, emit::SYNC_RESET, &wire::Empty {}).await?;
     }
-    match &initial.replay {
+    // By value: the replay is freed once sent, not held while the socket
+    // waits for the tail below.
+    match initial.replay {
         Some(events) => {
-            for event in events {
+            for event in &events {
                 // Replayed events carry their log id for reference; the
                 // resume position is connection:success's lastEventId.
                 match fanout::route(event, &event.id.to_string(), now) {
@@ -167,24 +168,18 @@ async fn read_initial(gateway: &Gateway, session: &Session) -> anyhow::Result<Op
         return Ok(None);
     };
     let inbox = gateway.inbox_of(&user);
-    let mut reset = session.resume == Resume::Reset;
-    let mut replay = None;
-    if let Resume::From(position) = &session.resume {
-        // A position this database has not reached is not one it issued;
-        // one whose unseen events may have been pruned cannot be replayed.
-        let pruned_through = db::events::pruned_through(&tx).await?;
-        if snapshot.includes(position.base()) && position.base().xmin() >= pruned_through {
-            let events =
-                db::events::replay(&tx, &inbox, position, &snapshot, REPLAY_LIMIT + 1).await?;
-            if events.len() as i64 <= REPLAY_LIMIT {
-                replay = Some(events);
-            } else {
-                reset = true;
-            }
-        } else {
-            reset = true;
+    let plan = match &session.resume {
+        Resume::Fresh => None,
+        Resume::Reset => Some(replay::reset(Reset::Malformed)),
+        Resume::From(position) => {
+            Some(replay::plan(&tx, &inbox, position, &snapshot, gateway.replay_limit).await?)
         }
-    }
+    };
+    let (reset, replay) = match plan {
+        None => (false, None),
+        Some(Plan::Reset(_)) => (true, None),
+        Some(Plan::Replay(events)) => (false, Some(events)),
+    };
     let pending = match replay {
         Some(_) => Vec::new(),
         None => inbox.unread(&tx, gateway.pending_limit).await?,

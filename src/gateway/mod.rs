@@ -5,6 +5,8 @@
 //!   documented `connect_error` codes; nothing is emitted before it passes.
 //! - [`connect`] runs the connect sequence and lines the socket up with the
 //!   live stream, so nothing is lost or doubled between them.
+//! - [`replay`] decides, cheaply and first, whether a resume is replayed
+//!   or reset, and bounds what a replay loads.
 //! - [`client_events`] answers `mark.*`, `notifications.list`, `auth.refresh`.
 //! - [`dispatch`] turns each step of the event log into room emits, delivery
 //!   records and unread counts.
@@ -21,6 +23,7 @@ pub mod handshake;
 pub mod limits;
 pub mod outbox;
 pub mod presence;
+pub mod replay;
 pub mod session;
 
 use std::sync::Arc;
@@ -48,6 +51,8 @@ pub struct Shared {
     pub admin_roles: Vec<String>,
     pub pending_limit: u32,
     pub max_sockets_per_user: usize,
+    /// How much a resume may replay before it is reset.
+    pub replay_limit: replay::ReplayLimit,
     pub connects: limits::ConnectLimiter,
     /// Whether X-Forwarded-For names the client.
     pub trust_proxy: bool,

@@ -66,6 +66,17 @@ impl Position {
         &self.base
     }
 
+    /// Whether a database whose current snapshot is `now` could have issued
+    /// this position: everything it says was seen was visible by `now`. A
+    /// position ahead of the log was made up, not issued.
+    pub fn is_issuable_at(&self, now: &Snapshot) -> bool {
+        now.includes(&self.base)
+            && self
+                .within
+                .as_ref()
+                .is_none_or(|w| now.includes(&w.step_end))
+    }
+
     /// The parts a SQL query needs to test `has_seen` on the server:
     /// (base, step end, tx, id); without a partial step, the step is empty.
     pub fn sql_parts(&self) -> (String, String, i64, i64) {
@@ -159,8 +170,25 @@ mod tests {
             "10:12:10/15:15:/11/7",
             "10:12:10/15:15:/12/0",
             "15:15:/10:12:/12/7",
+            "1:1:",
+            "1:1:/2:2:/1/1",
         ] {
             assert!(bad.parse::<Position>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_position_ahead_of_the_log_was_not_issued() {
+        let now = snap("20:25:22");
+        assert!(Position::at(snap("20:22:")).is_issuable_at(&now));
+        assert!(
+            Position::after_event(&snap("20:22:"), &snap("20:25:22"), 23, 4).is_issuable_at(&now)
+        );
+        // Sees 22, which is still in progress now.
+        assert!(!Position::at(snap("23:23:")).is_issuable_at(&now));
+        // Its step ends after the log does.
+        assert!(
+            !Position::after_event(&snap("20:22:"), &snap("30:30:"), 26, 1).is_issuable_at(&now)
+        );
     }
 }

@@ -26,6 +26,11 @@ pub struct Snapshot {
 #[error("malformed snapshot")]
 pub struct MalformedSnapshot;
 
+/// PostgreSQL's first ordinary transaction id: 0 is invalid, 1 bootstraps
+/// the cluster and 2 stands for frozen rows, so no snapshot's `xmin` is
+/// below it. A "snapshot" such as `1:1:` was made up, not taken.
+pub const FIRST_NORMAL_XID: u64 = 3;
+
 impl Snapshot {
     /// Whether a transaction's rows are visible in this snapshot (when it
     /// committed; rows of aborted transactions are never seen anyway).
@@ -72,7 +77,7 @@ impl FromStr for Snapshot {
         list.dedup();
         let in_range = list.first().is_none_or(|&first| first >= xmin)
             && list.last().is_none_or(|&last| last < xmax);
-        if xmin == 0 || xmin > xmax || !in_range || list.len() > 100_000 {
+        if xmin < FIRST_NORMAL_XID || xmin > xmax || !in_range || list.len() > 100_000 {
             return Err(MalformedSnapshot);
         }
         Ok(Self {
@@ -123,6 +128,8 @@ mod tests {
             "a:b:",
             "10:20:12:13",
             "0:0:",
+            "1:1:",
+            "2:5:",
         ] {
             assert!(text.parse::<Snapshot>().is_err(), "{text}");
         }

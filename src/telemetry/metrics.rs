@@ -32,6 +32,7 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
                         "herald_reads_total",
                         "herald_connects_total",
                         "herald_http_idle_timeouts_total",
+                        "herald_replay_rows_read_total",
                     ] {
                         counter!(name).increment(0);
                     }
@@ -69,6 +70,16 @@ pub fn connected() {
 
 pub fn refused(reason: &'static str) {
     counter!("herald_connects_refused_total", "reason" => reason).increment(1);
+}
+
+/// A resume's outcome: `replayed`, or why it was reset.
+pub fn resumed(outcome: &'static str) {
+    counter!("herald_resumes_total", "outcome" => outcome).increment(1);
+}
+
+/// Event rows a replay loaded, payloads included.
+pub fn replay_rows_read(rows: usize) {
+    counter!("herald_replay_rows_read_total").increment(rows as u64);
 }
 
 pub fn online(users: usize, sockets: usize) {

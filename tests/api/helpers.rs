@@ -133,6 +133,7 @@ pub fn config(db: &TestDb) -> Config {
         admin_roles: vec!["ADMIN".into(), "SUPER_ADMIN".into()],
         pending_limit: 50,
         max_sockets_per_user: 10,
+        replay_limit: 1000,
         event_retention: Duration::from_secs(7 * 86400),
         // Tests open many sockets from one address; the limits get tests of their own.
         connect_rate: "10000/1s".parse().unwrap(),

@@ -11,6 +11,7 @@ mod hardening;
 mod health;
 mod helpers;
 mod instances;
+mod replay_limits;
 mod rest;
 mod resume;
 mod roles;
