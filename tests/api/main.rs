@@ -11,6 +11,7 @@ mod hardening;
 mod health;
 mod helpers;
 mod instances;
+mod logs;
 mod replay_limits;
 mod rest;
 mod resume;
