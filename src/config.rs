@@ -180,9 +180,13 @@ pub struct ServeArgs {
     /// How long events are kept.
     #[arg(long, env = "HERALD_EVENT_RETENTION", default_value = "7d")]
     pub event_retention: String,
-    /// Connection attempts allowed per client address, as N/period.
+    /// Connects with a verified token allowed per client address, as N/period.
     #[arg(long, env = "HERALD_CONNECT_RATE_LIMIT", default_value = "120/1m")]
     pub connect_rate_limit: String,
+    /// Failed authentications allowed per client address, as N/period;
+    /// past it, failing attempts are answered rate_limited.
+    #[arg(long, env = "HERALD_AUTH_FAILURE_LIMIT", default_value = "60/1m")]
+    pub auth_failure_limit: String,
     /// Client events allowed per socket, as N/period.
     #[arg(long, env = "HERALD_EVENT_RATE_LIMIT", default_value = "20/1s")]
     pub event_rate_limit: String,
@@ -234,8 +238,11 @@ pub struct Config {
     /// Events a resume may replay before it is answered with `sync:reset`.
     pub replay_limit: u32,
     pub event_retention: Duration,
-    /// Connection attempts per client address.
+    /// Connects with a verified token per client address.
     pub connect_rate: Rate,
+    /// Failed authentications per client address, counted apart from
+    /// `connect_rate` so that garbage cannot use up a good token's allowance.
+    pub auth_failure_rate: Rate,
     /// Client events per socket.
     pub event_rate: Rate,
     /// Whether X-Forwarded-For names the client (behind a trusted proxy).
@@ -300,6 +307,10 @@ impl ServeArgs {
                 .connect_rate_limit
                 .parse()
                 .map_err(|reason| ConfigError::invalid("HERALD_CONNECT_RATE_LIMIT", reason))?,
+            auth_failure_rate: self
+                .auth_failure_limit
+                .parse()
+                .map_err(|reason| ConfigError::invalid("HERALD_AUTH_FAILURE_LIMIT", reason))?,
             event_rate: self
                 .event_rate_limit
                 .parse()

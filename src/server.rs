@@ -80,6 +80,7 @@ impl Server {
             max_sockets_per_user: config.max_sockets_per_user,
             replay_limit: crate::gateway::replay::ReplayLimit::new(config.replay_limit),
             connects: Limiter::new(config.connect_rate),
+            auth_failures: Limiter::new(config.auth_failure_rate),
             event_rate: config.event_rate,
             api_calls: Limiter::new(config.event_rate),
             trust_proxy: config.trust_proxy,

@@ -52,6 +52,21 @@ impl Refusal {
     }
 }
 
+impl Refusal {
+    /// Whether the credentials themselves were refused: what
+    /// `HERALD_AUTH_FAILURE_LIMIT` counts.
+    pub fn is_credential_failure(self) -> bool {
+        match self {
+            Self::MissingToken
+            | Self::InvalidToken
+            | Self::TokenExpired
+            | Self::UserNotFound
+            | Self::UserInactive => true,
+            Self::TooManyConnections | Self::RateLimited | Self::Internal => false,
+        }
+    }
+}
+
 impl From<TokenError> for Refusal {
     fn from(error: TokenError) -> Self {
         match error {
@@ -90,19 +105,44 @@ pub async fn authenticate(
     }
 }
 
+/// Admits the socket or says why not; see [`super::limits`] for which
+/// per-address limit each attempt is charged to.
 async fn admit(
     socket: &SocketRef,
     auth: Option<&Value>,
     gateway: &Gateway,
 ) -> Result<Session, Refusal> {
-    // Limited before anything costs a signature check or a query.
-    if let Some(peer) = client_address(socket.req_parts(), gateway.trust_proxy)
-        && !gateway.connects.allow(peer)
-    {
-        return Err(Refusal::RateLimited);
+    let peer = client_address(socket.req_parts(), gateway.trust_proxy);
+    match verify(socket, auth, gateway, peer).await {
+        Err(refusal) if refusal.is_credential_failure() => {
+            if let Some(peer) = peer
+                && !gateway.auth_failures.allow(peer)
+            {
+                crate::telemetry::metrics::rate_limited("auth_failure");
+                return Err(Refusal::RateLimited);
+            }
+            Err(refusal)
+        }
+        outcome => outcome,
     }
+}
+
+/// Checks the token, then (once it verifies, before any query) the connect
+/// limit, then the user.
+async fn verify(
+    socket: &SocketRef,
+    auth: Option<&Value>,
+    gateway: &Gateway,
+    peer: Option<std::net::IpAddr>,
+) -> Result<Session, Refusal> {
     let token = token(auth, socket.req_parts())?;
     let verified = gateway.jwt.verify(&token)?;
+    if let Some(peer) = peer
+        && !gateway.connects.allow(peer)
+    {
+        crate::telemetry::metrics::rate_limited("connect");
+        return Err(Refusal::RateLimited);
+    }
     let user = async {
         let client = gateway.pool.get().await?;
         anyhow::Ok(db::users::find(&client, verified.user_id).await?)

@@ -1,8 +1,16 @@
-//! Rate limits: connection attempts per client address, and client events
-//! per socket. Token buckets: `N/period` allows bursts of N and refills N
-//! every period. Past the limit a connect is refused with `rate_limited`
-//! and an event is answered with a `rate_limited` ack; neither costs a
-//! database round trip.
+//! Rate limits: connects and failed authentications per client address,
+//! and client events per socket. Token buckets: `N/period` allows bursts of
+//! N and refills N every period. Past a limit a connect is refused with
+//! `rate_limited` and an event is answered with a `rate_limited` ack;
+//! neither costs a database round trip.
+//!
+//! The two per-address buckets compose so that anonymous garbage cannot
+//! lock out good tokens behind the same address (an office NAT, a proxy):
+//! a connect whose token verifies takes from `HERALD_CONNECT_RATE_LIMIT`;
+//! an attempt whose credentials are refused takes from
+//! `HERALD_AUTH_FAILURE_LIMIT`, and once that is empty further *failing*
+//! attempts are answered `rate_limited` instead of their reason. Neither
+//! bucket is charged by the other's attempts.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -81,7 +89,7 @@ pub struct Limiter<K> {
     buckets: Mutex<HashMap<K, Bucket>>,
 }
 
-/// Connection attempts per client address.
+/// Connects, or failed authentications, per client address.
 pub type ConnectLimiter = Limiter<IpAddr>;
 
 /// Addresses tracked before full buckets are forgotten.

@@ -53,7 +53,10 @@ pub struct Shared {
     pub max_sockets_per_user: usize,
     /// How much a resume may replay before it is reset.
     pub replay_limit: replay::ReplayLimit,
+    /// Connects with a verified token, per client address.
     pub connects: limits::ConnectLimiter,
+    /// Failed authentications, per client address.
+    pub auth_failures: limits::ConnectLimiter,
     /// Whether X-Forwarded-For names the client.
     pub trust_proxy: bool,
     /// Client events per socket.

@@ -82,6 +82,12 @@ pub fn replay_rows_read(rows: usize) {
     counter!("herald_replay_rows_read_total").increment(rows as u64);
 }
 
+/// A connect refused by one of the per-address limits: `connect` or
+/// `auth_failure`.
+pub fn rate_limited(limit: &'static str) {
+    counter!("herald_rate_limited_total", "limit" => limit).increment(1);
+}
+
 pub fn online(users: usize, sockets: usize) {
     gauge!("herald_online_users").set(users as f64);
     gauge!("herald_connected_sockets").set(sockets as f64);

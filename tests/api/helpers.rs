@@ -137,6 +137,7 @@ pub fn config(db: &TestDb) -> Config {
         event_retention: Duration::from_secs(7 * 86400),
         // Tests open many sockets from one address; the limits get tests of their own.
         connect_rate: "10000/1s".parse().unwrap(),
+        auth_failure_rate: "10000/1s".parse().unwrap(),
         event_rate: "10000/1s".parse().unwrap(),
         trust_proxy: false,
         delivery_queue: 1_000_000,

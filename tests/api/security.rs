@@ -64,7 +64,7 @@ async fn connects_per_address_and_events_per_socket_are_rate_limited() {
         .await
         .expect("first");
     first.connected().await;
-    // A refused attempt counts too: guessing tokens is what the limit is for.
+    // A refused token counts against the failure limit, not this one.
     assert_eq!(
         connect(app.address, Connect::token("garbage"))
             .await
@@ -72,6 +72,9 @@ async fn connects_per_address_and_events_per_socket_are_rate_limited() {
             .as_deref(),
         Some("invalid_token")
     );
+    let _second = connect(app.address, Connect::token(&app.token(user)))
+        .await
+        .expect("second");
     let _third = connect(app.address, Connect::token(&app.token(user)))
         .await
         .expect("third");
@@ -100,6 +103,82 @@ async fn connects_per_address_and_events_per_socket_are_rate_limited() {
             .unwrap()
             .status(),
         200
+    );
+}
+
+#[tokio::test]
+async fn a_flood_of_bad_tokens_trips_its_own_limit_and_good_tokens_behind_the_address_still_connect()
+ {
+    // Hour-long periods: nothing refills while the test runs.
+    let app = TestApp::spawn_with(|c| {
+        c.connect_rate = "5/1h".parse().unwrap();
+        c.auth_failure_rate = "10/1h".parse().unwrap();
+    })
+    .await;
+    let user = app.user("Ada", "USER", None).await;
+    let expired = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": user, "exp": herald::auth::unix_now() - 60}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let mut refusals = std::collections::BTreeMap::<String, u32>::new();
+    // Garbage, a token signed with another key, an expired one, none at all:
+    // 130 attempts from 127.0.0.1, the address the good client shares.
+    let forged = herald::auth::JwtConfig::hs256(b"another-secret-entirely-0123")
+        .sign(user, Duration::from_secs(600))
+        .unwrap();
+    for i in 0..130 {
+        let options = match i % 4 {
+            0 => Connect::token(&format!("garbage-{i}")),
+            1 => Connect::token(&forged),
+            2 => Connect::token(&expired),
+            _ => Connect::default(),
+        };
+        let refusal = connect(app.address, options).await.err().expect("refused");
+        *refusals.entry(refusal).or_default() += 1;
+    }
+    assert_eq!(refusals.get("rate_limited"), Some(&120), "{refusals:?}");
+    assert_eq!(refusals.values().sum::<u32>(), 130);
+    assert_eq!(
+        app.metric("herald_rate_limited_total{limit=\"auth_failure\"}")
+            .await,
+        120.0
+    );
+
+    // A good token from the same address is untouched by the flood...
+    let mut good = connect(app.address, Connect::token(&app.token(user)))
+        .await
+        .expect("a valid token connects after the flood");
+    good.connected().await;
+    // ...while the flood stays limited.
+    assert_eq!(
+        connect(app.address, Connect::token("garbage-again"))
+            .await
+            .err()
+            .as_deref(),
+        Some("rate_limited")
+    );
+    // Good tokens have their own limit: 5 connects, then rate_limited.
+    let mut kept = Vec::new();
+    for _ in 1..5 {
+        kept.push(
+            connect(app.address, Connect::token(&app.token(user)))
+                .await
+                .expect("within the connect limit"),
+        );
+    }
+    assert_eq!(
+        connect(app.address, Connect::token(&app.token(user)))
+            .await
+            .err()
+            .as_deref(),
+        Some("rate_limited")
+    );
+    assert_eq!(
+        app.metric("herald_rate_limited_total{limit=\"connect\"}")
+            .await,
+        1.0
     );
 }
 
