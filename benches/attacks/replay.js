@@ -9,6 +9,10 @@
 //        --database-url postgres://postgres@127.0.0.1:5432/postgres \
 //        [--events 10000] [--connects 10] [--data-bytes 2048] [--last-event-id 1:1:]...
 //
+// Each --last-event-id is one round on a fresh herald process: `none`
+// connects without one (a control), `issued` resumes from a real position
+// taken just before the backlog was written, anything else is sent as is.
+//
 // It creates a database of its own in that cluster (dropped at the end),
 // starts `herald serve` on 127.0.0.1 port 0, and talks to it over loopback
 // only. Every wait is bounded; the run takes seconds. Dependencies (pg,
@@ -115,7 +119,10 @@ function resume(address, auth) {
       auth,
     });
     const sent = { events: 0, bytes: 0, reset: false, error: null };
+    let finished = false;
     const done = (error) => {
+      if (finished) return;
+      finished = true;
       clearTimeout(timer);
       sent.error = error;
       socket.close();
@@ -133,7 +140,22 @@ function resume(address, auth) {
   });
 }
 
-async function round(herald, user, lastEventId, connects) {
+// One herald process per round, so each starts from the same memory.
+async function round(bin, databaseUrl, user, lastEventId, connects) {
+  const herald = await startHerald(bin, databaseUrl);
+  try {
+    return await measure(herald, user, lastEventId, connects);
+  } finally {
+    await stop(herald);
+  }
+}
+
+async function stop(herald) {
+  herald.child.kill('SIGTERM');
+  await new Promise((r) => { herald.child.on('exit', r); setTimeout(r, 15_000).unref(); });
+}
+
+async function measure(herald, user, lastEventId, connects) {
   const before = memory(herald.child.pid);
   let peak = before.rssMiB;
   const sampler = setInterval(() => {
@@ -141,7 +163,7 @@ async function round(herald, user, lastEventId, connects) {
   }, 20);
   const started = process.hrtime.bigint();
   const clients = await Promise.all(
-    Array.from({ length: connects }, () => resume(herald.address, { token: token(user), lastEventId })),
+    Array.from({ length: connects }, () => resume(herald.address, lastEventId === 'none' ? { token: token(user) } : { token: token(user), lastEventId })),
   );
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   clearInterval(sampler);
@@ -168,13 +190,27 @@ async function main() {
   await admin.connect();
   await admin.query(`create database ${name}`);
   const databaseUrl = opts.adminUrl.replace(/\/[^/]*$/, `/${name}`);
-  let herald;
   try {
-    herald = await startHerald(path.resolve(opts.bin), databaseUrl);
+    const bin = path.resolve(opts.bin);
+    // The first start migrates the database and issues a real position
+    // from before the backlog (`issued`); the rounds start on it again.
+    const first = await startHerald(bin, databaseUrl);
     const pg = new Client({ connectionString: databaseUrl });
     await pg.connect();
     const user = randomUUID();
     await pg.query(`insert into herald.users (id, email, name) values ($1, $2, 'Measured')`, [user, `${user}@example.com`]);
+    const issued = await new Promise((resolve, reject) => {
+      const socket = io(`http://${first.address}/notifications`, {
+        transports: ['websocket'], reconnection: false, auth: { token: token(user) },
+      });
+      const timer = setTimeout(() => reject(new Error('no connection:success')), 10_000);
+      socket.on('connection:success', (hello) => {
+        clearTimeout(timer);
+        socket.close();
+        resolve(hello.lastEventId);
+      });
+    });
+    await stop(first);
     await pg.query(
       `insert into herald.notifications (user_id, title, message, data)
        select $1, 'backlog ' || n, repeat('m', 200), jsonb_build_object('blob', repeat('x', $3::int))
@@ -184,16 +220,13 @@ async function main() {
     await pg.end();
     const results = [];
     for (const lastEventId of opts.lastEventIds) {
-      results.push(await round(herald, user, lastEventId, opts.connects));
+      const id = lastEventId === 'issued' ? issued : lastEventId;
+      results.push({ asked: lastEventId, ...await round(bin, databaseUrl, user, id, opts.connects) });
     }
     console.log(JSON.stringify({
       bin: opts.bin, events: opts.events, dataBytes: opts.dataBytes, results,
     }, null, 2));
   } finally {
-    if (herald) {
-      herald.child.kill('SIGTERM');
-      await new Promise((r) => { herald.child.on('exit', r); setTimeout(r, 15_000).unref(); });
-    }
     await admin.query(`drop database if exists ${name} with (force)`);
     await admin.end();
   }
