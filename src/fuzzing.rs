@@ -26,3 +26,51 @@ pub fn json(keys: &'static [&'static str]) -> impl Strategy<Value = Value> {
         ]
     })
 }
+
+/// Snapshots PostgreSQL could have taken: `xmin` at or above its first
+/// ordinary transaction id, `xip` a sorted subset of `[xmin, xmax)`.
+pub fn snapshot() -> impl Strategy<Value = crate::log::Snapshot> {
+    (
+        3u64..1_000_000,
+        0u64..40,
+        prop::collection::vec(0u64..40, 0..6),
+    )
+        .prop_map(|(xmin, width, offsets)| {
+            let xmax = xmin + width;
+            let xip: Vec<String> = if width == 0 {
+                Vec::new()
+            } else {
+                let mut xip: Vec<u64> = offsets.iter().map(|o| xmin + o % width).collect();
+                xip.sort_unstable();
+                xip.dedup();
+                xip.iter().map(u64::to_string).collect()
+            };
+            format!("{xmin}:{xmax}:{}", xip.join(","))
+                .parse()
+                .expect("a well-formed snapshot parses")
+        })
+}
+
+/// Text that looks like a `lastEventId` and often almost is one: a real
+/// position's text with a few characters changed, dropped or repeated.
+pub fn mutated(text: String) -> impl Strategy<Value = String> {
+    let len = text.len().max(1);
+    prop::collection::vec(
+        (0..len, prop_oneof![Just(None), "[0-9:,/x-]".prop_map(Some)]),
+        0..4,
+    )
+    .prop_map(move |edits| {
+        let mut chars: Vec<char> = text.chars().collect();
+        for (at, replacement) in edits {
+            let at = at.min(chars.len());
+            match replacement {
+                None if at < chars.len() => {
+                    chars.remove(at);
+                }
+                None => {}
+                Some(s) => s.chars().rev().for_each(|c| chars.insert(at, c)),
+            }
+        }
+        chars.into_iter().collect()
+    })
+}

@@ -192,3 +192,70 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A position herald could issue: the start of a step and its end (a
+    /// later snapshot), and an event of a transaction that became visible
+    /// during it.
+    fn issued() -> impl Strategy<Value = Position> {
+        (
+            crate::fuzzing::snapshot(),
+            0u64..20,
+            0u64..20,
+            1i64..1_000_000,
+            any::<bool>(),
+        )
+            .prop_filter_map(
+                "no transaction became visible in the step",
+                |(start, advance, pick, id, within)| {
+                    let end: Snapshot = format!("{x}:{x}:", x = start.xmax() + advance)
+                        .parse()
+                        .ok()?;
+                    if !within {
+                        return Some(Position::at(start));
+                    }
+                    let tx = (start.xmin()..end.xmax())
+                        .filter(|&tx| !start.is_visible(tx))
+                        .nth(pick as usize)?;
+                    Some(Position::after_event(&start, &end, tx, id))
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// An issued position's eventId parses back to the same position,
+        /// which has seen exactly what the original has seen, and a database
+        /// at its step's end could have issued it.
+        #[test]
+        fn issued_positions_round_trip(position in issued(), probes in prop::collection::vec((0u64..1_000_100, 1i64..1_000_000), 8)) {
+            let again: Position = position.to_string().parse().unwrap();
+            prop_assert_eq!(&again, &position);
+            for (tx, id) in probes {
+                prop_assert_eq!(again.has_seen(tx, id), position.has_seen(tx, id));
+            }
+            if let Some(w) = &position.within {
+                prop_assert!(position.has_seen(w.tx, w.id));
+                prop_assert!(!position.has_seen(w.tx, w.id + 1) || position.base.is_visible(w.tx));
+                prop_assert!(position.is_issuable_at(&w.step_end));
+            }
+            prop_assert!(position.is_issuable_at(position.within.as_ref().map_or(&position.base, |w| &w.step_end)));
+        }
+
+        /// A damaged eventId parses or is refused, never panics, and what
+        /// parses round-trips: a client cannot hand herald a position that
+        /// prints as something else.
+        #[test]
+        fn damaged_positions_parse_or_are_refused(text in issued().prop_flat_map(|p| crate::fuzzing::mutated(p.to_string()))) {
+            if let Ok(position) = text.parse::<Position>() {
+                prop_assert_eq!(position.to_string().parse::<Position>().ok(), Some(position.clone()));
+                prop_assert!(position.base().xmin() >= crate::log::snapshot::FIRST_NORMAL_XID);
+            }
+        }
+    }
+}

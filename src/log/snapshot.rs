@@ -53,6 +53,10 @@ impl Snapshot {
     pub fn xmin(&self) -> u64 {
         self.xmin
     }
+
+    pub fn xmax(&self) -> u64 {
+        self.xmax
+    }
 }
 
 impl FromStr for Snapshot {
@@ -157,5 +161,39 @@ mod tests {
         assert!(!snap("10:20:").includes(&snap("10:22:")));
         // ... unless they were in progress there.
         assert!(snap("10:20:").includes(&snap("10:22:20,21")));
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// A snapshot's text parses back to the same snapshot, which sees
+        /// exactly the same transactions and includes itself.
+        #[test]
+        fn snapshots_round_trip(snapshot in crate::fuzzing::snapshot(), probes in prop::collection::vec(0u64..1_000_100, 8)) {
+            let again: Snapshot = snapshot.to_string().parse().unwrap();
+            prop_assert_eq!(&again, &snapshot);
+            for tx in probes.into_iter().chain([snapshot.xmin, snapshot.xmax]) {
+                prop_assert_eq!(again.is_visible(tx), snapshot.is_visible(tx));
+            }
+            prop_assert!(snapshot.includes(&snapshot));
+            prop_assert!(snapshot.xmin() >= FIRST_NORMAL_XID);
+        }
+
+        /// Any text parses or is refused, never panics; what parses is in
+        /// canonical form once printed, and printing it again changes nothing.
+        #[test]
+        fn any_text_parses_or_is_refused(text in "[0-9:,]{0,30}|.{0,30}") {
+            if let Ok(snapshot) = text.parse::<Snapshot>() {
+                let printed = snapshot.to_string();
+                prop_assert_eq!(printed.parse::<Snapshot>().ok(), Some(snapshot.clone()));
+                prop_assert!(snapshot.xmin() >= FIRST_NORMAL_XID);
+            }
+        }
     }
 }
