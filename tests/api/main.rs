@@ -5,6 +5,7 @@ mod cli;
 mod client;
 mod docs;
 mod faults;
+mod fuzz;
 mod gateway;
 mod guards;
 mod hardening;
