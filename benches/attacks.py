@@ -165,14 +165,16 @@ def open_idle(port, count, first_bytes=b""):
     return held
 
 
-def still_open(sockets):
+def still_open(sockets, wait=0.2):
+    """How many of `sockets` the server has not closed: each is read (what
+    the server sent is discarded) until it ends or stays quiet for `wait`."""
     alive = 0
     for s in sockets:
-        s.setblocking(False)
+        s.settimeout(wait)
         try:
-            if s.recv(1) != b"":
-                alive += 1
-        except BlockingIOError:
+            while s.recv(65536):
+                pass
+        except socket.timeout:
             alive += 1
         except OSError:
             pass
@@ -187,11 +189,19 @@ def slow(port, wait=20.0):
             "idle_open": still_open(idle), "opened": len(half) + len(idle)}
 
 
-def fds(port):
+def fds(port, within=70.0):
     idle = open_idle(port, 1100)
-    answered = health(port, "/health/live", timeout=70.0)
+    # Retried until answered: a refused connection is answered at once.
+    started = time.monotonic()
+    answered, attempts = None, 0
+    while answered is None and time.monotonic() - started < within:
+        attempts += 1
+        if health(port, "/health/live", timeout=within) is not None:
+            answered = time.monotonic() - started
+        else:
+            time.sleep(0.05)
     return {"opened": len(idle), "health_live_s": answered and round(answered, 3),
-            "open_after": still_open(idle)}
+            "health_attempts": attempts, "open_after": still_open(idle)}
 
 
 def frames(port, count=20):
