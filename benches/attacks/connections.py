@@ -7,10 +7,10 @@ before, at its peak and after, its open descriptors, and the slowest health
 check answered during the attack. Loopback only; every loop is bounded in
 count and time and stops by itself.
 
-  benches/attacks.py BINARY flood    # polling handshakes from 50 kept-alive loops, 12 s
-  benches/attacks.py BINARY slow     # 200 half-sent requests and 200 idle connections
-  benches/attacks.py BINARY fds      # 1,100 idle connections with the file limit at 1,024
-  benches/attacks.py BINARY frames   # 20 unauthenticated sockets, one 15 MiB frame each
+  benches/attacks/connections.py BINARY flood    # polling handshakes from 50 kept-alive loops, 12 s
+  benches/attacks/connections.py BINARY slow     # 200 half-sent requests and 200 idle connections
+  benches/attacks/connections.py BINARY fds      # 1,100 idle connections with the file limit at 1,024
+  benches/attacks/connections.py BINARY frames   # 20 unauthenticated sockets, one 15 MiB frame each
 
 Used to give the before/after figures of herald's hardening; not a test.
 """
