@@ -593,3 +593,17 @@ impl Drop for HeraldProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A socket of `user` that resumes from `last_event_id`.
+pub async fn resume(app: &TestApp, user: Uuid, last_event_id: &str) -> crate::client::SioClient {
+    let auth = serde_json::json!({"token": app.token(user), "lastEventId": last_event_id});
+    crate::client::connect(
+        app.address,
+        crate::client::Connect {
+            auth: Some(auth),
+            ..crate::client::Connect::default()
+        },
+    )
+    .await
+    .unwrap()
+}

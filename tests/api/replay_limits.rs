@@ -9,22 +9,9 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::client::{Connect, SioClient, connect};
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, resume};
 
 const ROWS_READ: &str = "herald_replay_rows_read_total";
-
-async fn resume(app: &TestApp, user: Uuid, last_event_id: &str) -> SioClient {
-    let auth = json!({"token": app.token(user), "lastEventId": last_event_id});
-    connect(
-        app.address,
-        Connect {
-            auth: Some(auth),
-            ..Connect::default()
-        },
-    )
-    .await
-    .unwrap()
-}
 
 /// A fresh connection's `connection:success.lastEventId`.
 async fn position(app: &TestApp, user: Uuid) -> String {

@@ -6,23 +6,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::client::{Connect, SioClient, connect};
-use crate::helpers::TestApp;
+use crate::client::{Connect, connect};
+use crate::helpers::{TestApp, resume};
 
 const QUIET: Duration = Duration::from_millis(400);
-
-async fn resume(app: &TestApp, user: Uuid, last_event_id: &str) -> SioClient {
-    let auth = json!({"token": app.token(user), "lastEventId": last_event_id});
-    connect(
-        app.address,
-        Connect {
-            auth: Some(auth),
-            ..Connect::default()
-        },
-    )
-    .await
-    .unwrap()
-}
 
 #[tokio::test]
 async fn a_resume_replays_exactly_the_missed_events_in_order_and_nothing_twice() {
