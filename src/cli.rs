@@ -2,12 +2,13 @@
 //! `token`, `send`, `prune`.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use uuid::Uuid;
 
-use crate::config::{self, DatabaseArgs, JwtArgs, ServeArgs};
+use crate::config::{DatabaseArgs, JwtArgs, ServeArgs, values};
 use crate::db::{self, notifications::NewNotification};
 
 /// herald: PostgreSQL notifications, pushed over Socket.IO.
@@ -37,12 +38,12 @@ pub struct PruneArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
     /// Events older than this go.
-    #[arg(long, env = "HERALD_EVENT_RETENTION", default_value = "7d")]
-    pub event_retention: String,
+    #[arg(long, env = "HERALD_EVENT_RETENTION", default_value = "7d", value_parser = values::duration)]
+    pub event_retention: Duration,
     /// Also delete notifications read, retracted or expired longer ago than
     /// this, with their receipts and delivery rows.
-    #[arg(long)]
-    pub read_older_than: Option<String>,
+    #[arg(long, value_parser = values::duration)]
+    pub read_older_than: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -51,8 +52,8 @@ pub struct TokenArgs {
     #[arg(long)]
     pub user: Uuid,
     /// How long the token is good for.
-    #[arg(long, default_value = "1h")]
-    pub ttl: String,
+    #[arg(long, default_value = "1h", value_parser = values::positive_duration)]
+    pub ttl: Duration,
     #[command(flatten)]
     pub jwt: JwtArgs,
 }
@@ -97,6 +98,50 @@ pub struct SendArgs {
     pub data: Option<String>,
 }
 
+/// Parses the command line. A setting whose value is refused stops herald
+/// with one line naming it (its environment variable, or its flag when it
+/// has none), as the checks after parsing do; other usage errors are
+/// clap's own.
+pub fn parse() -> Cli {
+    Cli::try_parse().unwrap_or_else(|error| match refused_setting(&error) {
+        Some(line) => {
+            eprintln!("herald: {line}");
+            std::process::exit(2)
+        }
+        None => error.exit(),
+    })
+}
+
+/// `invalid PORT: "eighty" is not a port number (0-65535)` for a value a
+/// parser refused.
+fn refused_setting(error: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if error.kind() != ErrorKind::ValueValidation {
+        return None;
+    }
+    let Some(ContextValue::String(arg)) = error.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let reason = std::error::Error::source(error)?.to_string();
+    let long = arg.split_whitespace().next()?.trim_start_matches("--");
+    let name = setting_name(&Cli::command(), long).unwrap_or_else(|| format!("--{long}"));
+    Some(format!("invalid {name}: {reason}"))
+}
+
+/// The environment variable behind the flag `--{long}`, in any subcommand.
+fn setting_name(command: &clap::Command, long: &str) -> Option<String> {
+    command
+        .get_arguments()
+        .find(|arg| arg.get_long() == Some(long))
+        .and_then(|arg| arg.get_env())
+        .map(|env| env.to_string_lossy().into_owned())
+        .or_else(|| {
+            command
+                .get_subcommands()
+                .find_map(|sub| setting_name(sub, long))
+        })
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     crate::telemetry::init()?;
     match cli.command {
@@ -107,8 +152,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token(args) => {
-            let ttl = config::parse_duration("--ttl", &args.ttl)?;
-            println!("{}", args.jwt.config()?.sign(args.user, ttl)?);
+            println!("{}", args.jwt.config()?.sign(args.user, args.ttl)?);
             Ok(())
         }
         Command::Prune(args) => prune(args).await,
@@ -176,12 +220,7 @@ async fn send(args: SendArgs) -> anyhow::Result<Uuid> {
 
 async fn prune(args: PruneArgs) -> anyhow::Result<()> {
     let url = args.database.url()?;
-    let retention = config::parse_duration("HERALD_EVENT_RETENTION", &args.event_retention)?;
-    let read_older_than = args
-        .read_older_than
-        .as_deref()
-        .map(|raw| config::parse_duration("--read-older-than", raw))
-        .transpose()?;
+    let (retention, read_older_than) = (args.event_retention, args.read_older_than);
     let pool = db::pool(&url, 1)?;
     let events = crate::log::retention::prune(&pool, retention).await?;
     println!(

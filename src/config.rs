@@ -12,8 +12,11 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::auth::{JwtConfig, JwtKeyError};
-use crate::gateway::admission::Bounds;
-use crate::gateway::limits::Rate;
+
+pub mod values;
+
+pub use values::{AdminRoles, CorsOrigins, HandshakeBounds, Rate};
+use values::{boolean, count, duration, ip, port, positive_duration, postgres_url, secret, size};
 
 /// A setting that is missing or malformed. The message names the variable.
 #[derive(Debug, thiserror::Error)]
@@ -40,18 +43,16 @@ impl ConfigError {
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
     /// PostgreSQL URL for queries.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = postgres_url)]
     pub database_url: Option<String>,
 }
 
 impl DatabaseArgs {
     pub fn url(&self) -> Result<String, ConfigError> {
-        let url = self.database_url.clone().ok_or(ConfigError::Missing {
+        self.database_url.clone().ok_or(ConfigError::Missing {
             var: "DATABASE_URL",
             hint: "set it to a PostgreSQL URL, e.g. postgres://user@localhost/herald",
-        })?;
-        check_postgres_url("DATABASE_URL", &url)?;
-        Ok(url)
+        })
     }
 }
 
@@ -77,13 +78,13 @@ pub struct JwtArgs {
     #[arg(long, env = "JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
     /// Clock leeway for `exp` and `nbf`.
-    #[arg(long, env = "JWT_LEEWAY", default_value = "5s")]
-    pub jwt_leeway: String,
+    #[arg(long, env = "JWT_LEEWAY", default_value = "5s", value_parser = duration)]
+    pub jwt_leeway: Duration,
 }
 
 impl JwtArgs {
     pub fn config(&self) -> Result<JwtConfig, ConfigError> {
-        let leeway = parse_duration("JWT_LEEWAY", &self.jwt_leeway)?;
+        let leeway = self.jwt_leeway;
         let issuer = non_empty(self.jwt_issuer.as_deref());
         let audience = non_empty(self.jwt_audience.as_deref());
         let config = match (
@@ -142,20 +143,20 @@ impl JwtArgs {
     }
 }
 
-/// Everything `herald serve` reads.
+/// Everything `herald serve` reads, each setting parsed to its type.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
     /// URL for the dedicated LISTEN connection (must bypass transaction pooling).
-    #[arg(long, env = "HERALD_LISTEN_URL", hide_env_values = true)]
+    #[arg(long, env = "HERALD_LISTEN_URL", hide_env_values = true, value_parser = postgres_url)]
     pub listen_url: Option<String>,
     /// HTTP bind address.
-    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
-    pub host: String,
+    #[arg(long, env = "HOST", default_value = "0.0.0.0", value_parser = ip)]
+    pub host: IpAddr,
     /// HTTP port (0 picks a free one).
-    #[arg(long, env = "PORT", default_value = "3030")]
-    pub port: String,
+    #[arg(long, env = "PORT", default_value = "3030", value_parser = port)]
+    pub port: u16,
     #[command(flatten)]
     pub jwt: JwtArgs,
     /// Comma-separated allowed origins; `*` allows any.
@@ -164,58 +165,58 @@ pub struct ServeArgs {
         env = "CORS_ORIGINS",
         default_value = "http://localhost:3030,http://127.0.0.1:3030"
     )]
-    pub cors_origins: String,
-    /// Roles that join the `admin` room.
+    pub cors_origins: CorsOrigins,
+    /// Roles that join the `admin` room, comma-separated.
     #[arg(long, env = "HERALD_ADMIN_ROLES", default_value = "ADMIN,SUPER_ADMIN")]
-    pub admin_roles: String,
+    pub admin_roles: AdminRoles,
     /// Unread notifications pushed on connect.
-    #[arg(long, env = "HERALD_PENDING_LIMIT", default_value = "50")]
-    pub pending_limit: String,
+    #[arg(long, env = "HERALD_PENDING_LIMIT", default_value = "50", value_parser = count::<0, 1000>)]
+    pub pending_limit: u32,
     /// Sockets one user may hold on this instance.
-    #[arg(long, env = "HERALD_MAX_SOCKETS_PER_USER", default_value = "10")]
-    pub max_sockets_per_user: String,
+    #[arg(long, env = "HERALD_MAX_SOCKETS_PER_USER", default_value = "10", value_parser = size::<1, 10_000>)]
+    pub max_sockets_per_user: usize,
     /// Events a resume may replay; a client further behind gets sync:reset.
-    #[arg(long, env = "HERALD_REPLAY_LIMIT", default_value = "1000")]
-    pub replay_limit: String,
+    #[arg(long, env = "HERALD_REPLAY_LIMIT", default_value = "1000", value_parser = count::<1, 100_000>)]
+    pub replay_limit: u32,
     /// How long events are kept.
-    #[arg(long, env = "HERALD_EVENT_RETENTION", default_value = "7d")]
-    pub event_retention: String,
+    #[arg(long, env = "HERALD_EVENT_RETENTION", default_value = "7d", value_parser = duration)]
+    pub event_retention: Duration,
     /// Connects with a verified token allowed per client address, as N/period.
     #[arg(long, env = "HERALD_CONNECT_RATE_LIMIT", default_value = "120/1m")]
-    pub connect_rate_limit: String,
+    pub connect_rate_limit: Rate,
     /// Failed authentications allowed per client address, as N/period;
     /// past it, failing attempts are answered rate_limited.
     #[arg(long, env = "HERALD_AUTH_FAILURE_LIMIT", default_value = "60/1m")]
-    pub auth_failure_limit: String,
+    pub auth_failure_limit: Rate,
     /// Client events allowed per socket, as N/period.
     #[arg(long, env = "HERALD_EVENT_RATE_LIMIT", default_value = "20/1s")]
-    pub event_rate_limit: String,
+    pub event_rate_limit: Rate,
     /// SENT records waiting for the delivery writer at most.
-    #[arg(long, env = "HERALD_DELIVERY_QUEUE", default_value = "1000000")]
-    pub delivery_queue: String,
+    #[arg(long, env = "HERALD_DELIVERY_QUEUE", default_value = "1000000", value_parser = size::<1_000, 100_000_000>)]
+    pub delivery_queue: usize,
     /// Take the client address from the last X-Forwarded-For entry (set it
     /// only behind a proxy that appends it, such as deploy/nginx.conf).
-    #[arg(long, env = "HERALD_TRUST_PROXY", default_value = "false")]
-    pub trust_proxy: String,
+    #[arg(long, env = "HERALD_TRUST_PROXY", default_value = "false", value_parser = boolean, action = clap::ArgAction::Set)]
+    pub trust_proxy: bool,
     /// Time a connection has to send a request head (new, or idle between
     /// requests) before it is closed.
-    #[arg(long, env = "HERALD_HTTP_IDLE_TIMEOUT", default_value = "10s")]
-    pub http_idle_timeout: String,
+    #[arg(long, env = "HERALD_HTTP_IDLE_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub http_idle_timeout: Duration,
     /// Connections served at once; default: the open-file limit less what
     /// herald keeps for itself.
-    #[arg(long, env = "HERALD_MAX_CONNECTIONS")]
-    pub max_connections: Option<String>,
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS", value_parser = size::<1, 10_000_000>)]
+    pub max_connections: Option<usize>,
     /// New Engine.IO sessions allowed per client address, as N/period.
     #[arg(long, env = "HERALD_HANDSHAKE_RATE_LIMIT", default_value = "300/1m")]
-    pub handshake_rate_limit: String,
+    pub handshake_rate_limit: Rate,
     /// Sessions that have not sent CONNECT yet, in all.
-    #[arg(long, env = "HERALD_MAX_PENDING_SESSIONS", default_value = "4096")]
-    pub max_pending_sessions: String,
+    #[arg(long, env = "HERALD_MAX_PENDING_SESSIONS", default_value = "4096", value_parser = size::<1, 10_000_000>)]
+    pub max_pending_sessions: usize,
     /// Sessions that have not sent CONNECT yet, per client address.
-    #[arg(long, env = "HERALD_MAX_PENDING_PER_ADDRESS", default_value = "32")]
-    pub max_pending_per_address: String,
+    #[arg(long, env = "HERALD_MAX_PENDING_PER_ADDRESS", default_value = "32", value_parser = size::<1, 10_000_000>)]
+    pub max_pending_per_address: usize,
     /// Bearer token `/metrics` asks for; unset, `/metrics` is open.
-    #[arg(long, env = "HERALD_METRICS_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "HERALD_METRICS_TOKEN", hide_env_values = true, value_parser = secret)]
     pub metrics_token: Option<String>,
     /// Skip the migrations on start.
     #[arg(long)]
@@ -254,215 +255,52 @@ pub struct Config {
     /// Connections served at once; `None`: derived from the open-file limit.
     pub max_connections: Option<usize>,
     /// Bounds on Engine.IO sessions that have not sent CONNECT.
-    pub handshakes: Bounds,
+    pub handshakes: HandshakeBounds,
     /// The Bearer token `/metrics` asks for, when set.
     pub metrics_token: Option<String>,
     pub migrate: bool,
 }
 
 impl ServeArgs {
+    /// The configuration: each setting is already parsed; what is left are
+    /// the checks that involve several (the keys, the LISTEN URL's default).
     pub fn config(&self) -> Result<Config, ConfigError> {
         let database_url = self.database.url()?;
-        let listen_url = match non_empty(self.listen_url.as_deref()) {
-            Some(url) => {
-                check_postgres_url("HERALD_LISTEN_URL", url)?;
-                url.to_owned()
-            }
-            None => database_url.clone(),
-        };
-        let host = self.host.trim().parse().map_err(|_| {
-            ConfigError::invalid("HOST", format!("{:?} is not an IP address", self.host))
-        })?;
-        let port = self.port.trim().parse().map_err(|_| {
-            ConfigError::invalid(
-                "PORT",
-                format!("{:?} is not a port number (0-65535)", self.port),
-            )
-        })?;
-        let admin_roles: Vec<String> = split_list(&self.admin_roles);
-        if admin_roles.is_empty() {
-            return Err(ConfigError::invalid(
-                "HERALD_ADMIN_ROLES",
-                "name at least one role",
-            ));
-        }
         Ok(Config {
+            listen_url: self
+                .listen_url
+                .clone()
+                .unwrap_or_else(|| database_url.clone()),
             database_url,
-            listen_url,
-            host,
-            port,
+            host: self.host,
+            port: self.port,
             jwt: self.jwt.config()?,
-            cors: CorsOrigins::parse(&self.cors_origins)?,
-            admin_roles,
-            pending_limit: parse_count("HERALD_PENDING_LIMIT", &self.pending_limit, 0, 1000)?,
-            max_sockets_per_user: parse_count(
-                "HERALD_MAX_SOCKETS_PER_USER",
-                &self.max_sockets_per_user,
-                1,
-                10_000,
-            )? as usize,
-            replay_limit: parse_count("HERALD_REPLAY_LIMIT", &self.replay_limit, 1, 100_000)?,
-            event_retention: parse_duration("HERALD_EVENT_RETENTION", &self.event_retention)?,
-            connect_rate: self
-                .connect_rate_limit
-                .parse()
-                .map_err(|reason| ConfigError::invalid("HERALD_CONNECT_RATE_LIMIT", reason))?,
-            auth_failure_rate: self
-                .auth_failure_limit
-                .parse()
-                .map_err(|reason| ConfigError::invalid("HERALD_AUTH_FAILURE_LIMIT", reason))?,
-            event_rate: self
-                .event_rate_limit
-                .parse()
-                .map_err(|reason| ConfigError::invalid("HERALD_EVENT_RATE_LIMIT", reason))?,
-            delivery_queue: parse_count(
-                "HERALD_DELIVERY_QUEUE",
-                &self.delivery_queue,
-                1_000,
-                100_000_000,
-            )? as usize,
-            trust_proxy: match self.trust_proxy.trim() {
-                "true" | "1" | "yes" => true,
-                "false" | "0" | "no" | "" => false,
-                other => {
-                    return Err(ConfigError::invalid(
-                        "HERALD_TRUST_PROXY",
-                        format!("{other:?} is not true or false"),
-                    ));
-                }
+            cors: self.cors_origins.clone(),
+            admin_roles: self.admin_roles.0.clone(),
+            pending_limit: self.pending_limit,
+            max_sockets_per_user: self.max_sockets_per_user,
+            replay_limit: self.replay_limit,
+            event_retention: self.event_retention,
+            connect_rate: self.connect_rate_limit,
+            auth_failure_rate: self.auth_failure_limit,
+            event_rate: self.event_rate_limit,
+            delivery_queue: self.delivery_queue,
+            trust_proxy: self.trust_proxy,
+            http_idle_timeout: self.http_idle_timeout,
+            max_connections: self.max_connections,
+            handshakes: HandshakeBounds {
+                rate: self.handshake_rate_limit,
+                pending: self.max_pending_sessions,
+                pending_per_address: self.max_pending_per_address,
             },
-            http_idle_timeout: positive(
-                "HERALD_HTTP_IDLE_TIMEOUT",
-                parse_duration("HERALD_HTTP_IDLE_TIMEOUT", &self.http_idle_timeout)?,
-            )?,
-            max_connections: match non_empty(self.max_connections.as_deref()) {
-                Some(raw) => {
-                    Some(parse_count("HERALD_MAX_CONNECTIONS", raw, 1, 10_000_000)? as usize)
-                }
-                None => None,
-            },
-            handshakes: Bounds {
-                rate: self.handshake_rate_limit.parse().map_err(|reason| {
-                    ConfigError::invalid("HERALD_HANDSHAKE_RATE_LIMIT", reason)
-                })?,
-                pending: parse_count(
-                    "HERALD_MAX_PENDING_SESSIONS",
-                    &self.max_pending_sessions,
-                    1,
-                    10_000_000,
-                )? as usize,
-                pending_per_address: parse_count(
-                    "HERALD_MAX_PENDING_PER_ADDRESS",
-                    &self.max_pending_per_address,
-                    1,
-                    10_000_000,
-                )? as usize,
-            },
-            metrics_token: match non_empty(self.metrics_token.as_deref()) {
-                Some(token) if token.len() < 16 => {
-                    return Err(ConfigError::invalid(
-                        "HERALD_METRICS_TOKEN",
-                        "use at least 16 characters",
-                    ));
-                }
-                token => token.map(str::to_owned),
-            },
+            metrics_token: self.metrics_token.clone(),
             migrate: !self.no_migrate,
         })
     }
 }
 
-/// The origins browsers may connect from (CORS and WebSocket `Origin`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CorsOrigins {
-    /// `*`, written explicitly: any origin.
-    Any,
-    /// Exact origins such as `https://app.example.com`.
-    List(Vec<String>),
-}
-
-impl CorsOrigins {
-    pub fn parse(raw: &str) -> Result<Self, ConfigError> {
-        let origins = split_list(raw);
-        if origins.iter().any(|o| o == "*") {
-            if origins.len() > 1 {
-                return Err(ConfigError::invalid(
-                    "CORS_ORIGINS",
-                    "`*` allows every origin and cannot be combined with others",
-                ));
-            }
-            return Ok(Self::Any);
-        }
-        for origin in &origins {
-            let valid = (origin.starts_with("http://") || origin.starts_with("https://"))
-                && !origin.ends_with('/')
-                && origin
-                    .split("://")
-                    .nth(1)
-                    .is_some_and(|host| !host.is_empty() && !host.contains('/'));
-            if !valid {
-                return Err(ConfigError::invalid(
-                    "CORS_ORIGINS",
-                    format!("{origin:?} is not an origin like https://app.example.com"),
-                ));
-            }
-        }
-        Ok(Self::List(origins))
-    }
-
-    pub fn allows(&self, origin: &str) -> bool {
-        match self {
-            Self::Any => true,
-            Self::List(list) => list
-                .iter()
-                .any(|allowed| allowed.eq_ignore_ascii_case(origin)),
-        }
-    }
-}
-
-fn split_list(raw: &str) -> Vec<String> {
-    raw.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
 fn non_empty(value: Option<&str>) -> Option<&str> {
     value.map(str::trim).filter(|v| !v.is_empty())
-}
-
-fn check_postgres_url(var: &'static str, url: &str) -> Result<(), ConfigError> {
-    url.parse::<tokio_postgres::Config>()
-        .map(|_| ())
-        .map_err(|e| ConfigError::invalid(var, format!("not a PostgreSQL URL ({e})")))
-}
-
-/// Parses durations such as `5s`, `1h`, `7d` (humantime's syntax).
-pub fn parse_duration(var: &'static str, raw: &str) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(raw.trim()).map_err(|_| {
-        ConfigError::invalid(var, format!("{raw:?} is not a duration like 5s, 1h or 7d"))
-    })
-}
-
-fn positive(var: &'static str, duration: Duration) -> Result<Duration, ConfigError> {
-    if duration.is_zero() {
-        return Err(ConfigError::invalid(var, "must be above zero"));
-    }
-    Ok(duration)
-}
-
-fn parse_count(var: &'static str, raw: &str, min: u32, max: u32) -> Result<u32, ConfigError> {
-    raw.trim()
-        .parse::<u32>()
-        .ok()
-        .filter(|n| (min..=max).contains(n))
-        .ok_or_else(|| {
-            ConfigError::invalid(
-                var,
-                format!("{raw:?} is not a whole number from {min} to {max}"),
-            )
-        })
 }
 
 fn read_key(var: &'static str, path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
@@ -472,33 +310,44 @@ fn read_key(var: &'static str, path: &std::path::Path) -> Result<Vec<u8>, Config
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
 
-    #[test]
-    fn cors_star_must_stand_alone() {
-        assert_eq!(CorsOrigins::parse("*").unwrap(), CorsOrigins::Any);
-        assert!(CorsOrigins::parse("*,http://a.example").is_err());
+    #[derive(Debug, Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
     }
 
     #[test]
-    fn cors_rejects_paths_and_trailing_slashes() {
-        assert!(CorsOrigins::parse("http://a.example/").is_err());
-        assert!(CorsOrigins::parse("a.example").is_err());
-        let list = CorsOrigins::parse(" http://a.example , https://b.example:8443 ").unwrap();
-        assert!(list.allows("http://a.example"));
-        assert!(list.allows("https://b.example:8443"));
-        assert!(!list.allows("http://evil.example"));
+    fn every_setting_has_a_default_that_parses() {
+        let serve = Serve::try_parse_from(["serve", "--database-url", "postgres://localhost/x"])
+            .expect("the defaults parse");
+        assert_eq!(serve.args.port, 3030);
+        assert_eq!(serve.args.pending_limit, 50);
+        assert!(!serve.args.trust_proxy);
+        assert_eq!(serve.args.handshake_rate_limit.burst, 300);
+        assert_eq!(serve.args.admin_roles.0, ["ADMIN", "SUPER_ADMIN"]);
     }
 
     #[test]
-    fn errors_name_the_variable() {
-        let err = parse_duration("JWT_LEEWAY", "soon")
-            .unwrap_err()
-            .to_string();
-        assert!(err.starts_with("invalid JWT_LEEWAY:"), "{err}");
-        let err = parse_count("HERALD_PENDING_LIMIT", "-1", 0, 1000)
-            .unwrap_err()
-            .to_string();
-        assert!(err.starts_with("invalid HERALD_PENDING_LIMIT:"), "{err}");
+    fn a_bad_value_is_refused_with_the_parser_reason() {
+        for (flag, value) in [
+            ("--port", "eighty"),
+            ("--pending-limit", "1001"),
+            ("--trust-proxy", "maybe"),
+            ("--connect-rate-limit", "0/1s"),
+            ("--http-idle-timeout", "0s"),
+            ("--cors-origins", "example.com"),
+            ("--metrics-token", "short"),
+        ] {
+            let error = Serve::try_parse_from(["serve", flag, value]).unwrap_err();
+            assert_eq!(
+                error.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{flag}"
+            );
+        }
     }
 }

@@ -2,11 +2,9 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = herald::cli::Cli::parse();
+    let cli = herald::cli::parse();
     match herald::cli::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

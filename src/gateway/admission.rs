@@ -17,19 +17,9 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::limits::{Limiter, Rate};
+use super::limits::Limiter;
+pub use crate::config::HandshakeBounds as Bounds;
 use crate::telemetry::metrics;
-
-/// The bounds on sessions that have not sent CONNECT.
-#[derive(Debug, Clone, Copy)]
-pub struct Bounds {
-    /// New sessions per client address.
-    pub rate: Rate,
-    /// Sessions waiting for CONNECT, in all.
-    pub pending: usize,
-    /// Sessions waiting for CONNECT, per client address.
-    pub pending_per_address: usize,
-}
 
 /// Why a handshake was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +154,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::config::Rate;
 
     fn admission(burst: u32, pending: usize, per_address: usize) -> Arc<Admission> {
         Admission::new(Bounds {

@@ -60,7 +60,7 @@ pub struct Shared {
     /// Whether X-Forwarded-For names the client.
     pub trust_proxy: bool,
     /// Client events per socket.
-    pub event_rate: limits::Rate,
+    pub event_rate: crate::config::Rate,
     /// REST calls per user, at the same rate as a socket's events.
     pub api_calls: limits::Limiter<uuid::Uuid>,
     pub presence: Arc<presence::Presence>,

@@ -79,20 +79,31 @@ fn a_missing_or_malformed_setting_is_one_line_naming_the_variable() {
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(stderr.contains(expected), "{stderr}");
     }
-    let output = herald()
-        .args(["serve"])
-        .envs([
-            ("DATABASE_URL", "postgres://localhost/x"),
-            ("JWT_SECRET", SECRET),
-            ("PORT", "eighty"),
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8(output.stderr).unwrap();
-    assert!(
-        !output.status.success() && stderr.contains("invalid PORT"),
-        "{stderr}"
-    );
+    // Parsed by clap to their types, refused in the same one line.
+    for (var, value) in [
+        ("PORT", "eighty"),
+        ("HOST", "localhost"),
+        ("HERALD_TRUST_PROXY", "maybe"),
+        ("HERALD_HANDSHAKE_RATE_LIMIT", "many"),
+        ("HERALD_HTTP_IDLE_TIMEOUT", "0s"),
+        ("HERALD_PENDING_LIMIT", "5000"),
+        ("CORS_ORIGINS", "example.com"),
+        ("HERALD_LISTEN_URL", "not a url"),
+    ] {
+        let output = herald()
+            .args(["serve"])
+            .envs([
+                ("DATABASE_URL", "postgres://localhost/x"),
+                ("JWT_SECRET", SECRET),
+                (var, value),
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(!output.status.success(), "{var}={value} was accepted");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(&format!("invalid {var}: ")), "{stderr}");
+    }
     let output = herald().args(["migrate"]).output().unwrap();
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(

@@ -6,7 +6,7 @@ use std::sync::Once;
 use std::time::Duration;
 
 use herald::auth::JwtConfig;
-use herald::config::{Config, CorsOrigins};
+use herald::config::Config;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -129,7 +129,9 @@ pub fn config(db: &TestDb) -> Config {
         host: "127.0.0.1".parse().unwrap(),
         port: 0,
         jwt: JwtConfig::hs256(SECRET.as_bytes()),
-        cors: CorsOrigins::parse("http://localhost:3030,http://127.0.0.1:3030").unwrap(),
+        cors: "http://localhost:3030,http://127.0.0.1:3030"
+            .parse()
+            .unwrap(),
         admin_roles: vec!["ADMIN".into(), "SUPER_ADMIN".into()],
         pending_limit: 50,
         max_sockets_per_user: 10,
