@@ -3,6 +3,8 @@
 -- taken at), and not seen from position ($1 base, $2 step end, $3 tx, $4
 -- id; see src/log/position.rs), in (tx, id) order.
 -- $6 user_id, $7 sector_id, $8 is_admin, $9 at most this many rows
+-- The audience filter is the SQL twin of src/audience.rs (Audience::reaches),
+-- as is herald.inbox(); tests/api/audience.rs checks that they agree.
 -- What the base snapshot did not see is exactly the rows of transactions
 -- in its xip list or at or above its xmax, so the scan starts there (as in
 -- events_step.sql) and never walks rows the client has seen, however far

@@ -6,6 +6,8 @@
 -- sector $7, admin $8, not user.updated). It reads routing columns only,
 -- never a payload, so a forged or ancient position costs at most $9 index
 -- entries however long the log is.
+-- The audience filter is the SQL twin of src/audience.rs (Audience::reaches),
+-- as is herald.inbox(); tests/api/audience.rs checks that they agree.
 select count(*) as unseen,
        count(*) filter (
          where not (pg_visible_in_snapshot(e.tx, $2::text::pg_snapshot)

@@ -8,6 +8,8 @@
 -- broadcasts they have read. Equal to inbox_unread_count.sql for each user
 -- (tests/api/gateway.rs checks it), but a broadcast to 10,000 online users
 -- costs one count per sector and one index probe per user.
+-- The audience filter is the SQL twin of src/audience.rs (Audience::reaches),
+-- as is herald.inbox(); tests/api/audience.rs checks that they agree.
 with u as (
   select * from unnest($1::uuid[], $2::uuid[], $3::boolean[]) as u(user_id, sector_id, is_admin)
 ), live as not materialized (

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use uuid::Uuid;
 
+use crate::audience::Audience;
 use crate::config::{DatabaseArgs, JwtArgs, ServeArgs, values};
 use crate::db::{self, notifications::NewNotification};
 
@@ -185,11 +186,12 @@ async fn send(args: SendArgs) -> anyhow::Result<Uuid> {
         }
     };
     let (audience, user_id, sector_id) = match (&args.target.user, &args.target.sector) {
-        (Some(user), _) => ("user", Some(*user), None),
-        (_, Some(sector)) => ("sector", None, Some(*sector)),
-        _ if args.target.admin => ("admin", None, None),
-        _ => ("all", None, None),
-    };
+        (Some(user), _) => Audience::User(*user),
+        (_, Some(sector)) => Audience::Sector(*sector),
+        _ if args.target.admin => Audience::Admins,
+        _ => Audience::All,
+    }
+    .columns();
     let notification = NewNotification {
         audience: audience.to_owned(),
         user_id,

@@ -1,65 +1,29 @@
-//! Fan-out: what one event of the log means for sockets. A pure function
-//! from an event to the rooms it reaches, the socket event and its payload;
-//! it does no I/O, so every routing rule is a unit test.
+//! Fan-out: what one event of the log means for sockets. Pure functions,
+//! no I/O, so every routing rule is a unit test:
+//!
+//! - [`route`]: an event to the audience it reaches, the socket event and
+//!   its payload, or a change to a user; live dispatch emits it to the
+//!   audience's room (gateway::dispatch);
+//! - [`decide`]: the same for one member, given their inbox: emit, skip,
+//!   move their rooms or disconnect them. The connect sequence's replay and
+//!   catch-up apply it event by event (gateway::connect), and dispatch
+//!   applies [`UserChange::for_member`] to the changed user.
+//!
+//! Every event kind is handled in [`route`] alone; both paths follow it.
 
 use serde::Deserialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::db::inbox::Inbox;
+pub use crate::audience::Audience;
+use crate::audience::{AdminRoles, Inbox};
 use crate::log::{Event, Kind};
-use crate::names::{emit, room};
+use crate::names::emit;
 use crate::wire;
 
-/// Who an event is addressed to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Audience {
-    User(Uuid),
-    Sector(Uuid),
-    Admins,
-    All,
-}
-
-impl Audience {
-    /// From the routing columns of an event row.
-    pub fn of(event: &Event) -> Option<Self> {
-        Self::from_columns(event.audience.as_deref()?, event.user_id, event.sector_id)
-    }
-
-    /// From a row's `audience`, `user_id` and `sector_id` columns.
-    pub fn from_columns(
-        audience: &str,
-        user_id: Option<Uuid>,
-        sector_id: Option<Uuid>,
-    ) -> Option<Self> {
-        match audience {
-            "user" => user_id.map(Self::User),
-            "sector" => sector_id.map(Self::Sector),
-            "admin" => Some(Self::Admins),
-            "all" => Some(Self::All),
-            _ => None,
-        }
-    }
-
-    /// Whether this audience includes the owner of `inbox`.
-    pub fn reaches(self, inbox: &Inbox) -> bool {
-        match self {
-            Self::User(id) => inbox.user_id == id,
-            Self::Sector(id) => inbox.sector_id == Some(id),
-            Self::Admins => inbox.is_admin,
-            Self::All => true,
-        }
-    }
-
-    /// The room that holds exactly the addressed sockets.
-    pub fn room(self) -> String {
-        match self {
-            Self::User(id) => room::user(id),
-            Self::Sector(id) => room::sector(id),
-            Self::Admins => room::ADMIN.to_owned(),
-            Self::All => room::ALL.to_owned(),
-        }
-    }
+/// Who an event is addressed to, from its routing columns.
+pub fn audience_of(event: &Event) -> Option<Audience> {
+    Audience::from_columns(event.audience.as_deref()?, event.user_id, event.sector_id)
 }
 
 /// A socket event for every socket of an audience.
@@ -118,6 +82,69 @@ impl Skip {
     }
 }
 
+/// What one event means for one member.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Not addressed to this member.
+    NotAddressed,
+    /// Addressed to them, but nothing to send; the caller logs why.
+    Skip(Skip),
+    /// Send it: the socket event, its payload, and whether a `SENT` row
+    /// ([`Emission::delivers`]) and a recount ([`Emission::changes_count`])
+    /// follow.
+    Emit(Emission),
+    /// Their role or sector changed: their sockets move to this inbox's
+    /// rooms, and their count is recounted.
+    Rooms(Inbox),
+    /// They were deactivated: their sockets are disconnected.
+    Disconnect,
+}
+
+impl UserChange {
+    /// What this change means for `member` (their inbox before it).
+    pub fn for_member(&self, member: &Inbox, admins: &AdminRoles) -> Decision {
+        if self.user_id != member.user_id {
+            Decision::NotAddressed
+        } else if !self.is_active {
+            Decision::Disconnect
+        } else {
+            Decision::Rooms(admins.inbox(member.user_id, self.sector_id, &self.role))
+        }
+    }
+}
+
+impl Route {
+    /// What this routed event means for `member`.
+    pub fn for_member(self, member: &Inbox, admins: &AdminRoles) -> Decision {
+        match self {
+            Self::Emit(emission) if emission.audience.reaches(member) => Decision::Emit(emission),
+            Self::Emit(_) => Decision::NotAddressed,
+            Self::UserChanged(change) => change.for_member(member, admins),
+            Self::Skip(skip) => Decision::Skip(skip),
+        }
+    }
+}
+
+/// Decides one event for one member. `event_id` (the position clients
+/// resume from after it) is built only for an event addressed to them.
+///
+/// The routing columns are read first, so an event addressed elsewhere
+/// costs no payload parse: a catch-up reads every event of the steps its
+/// socket missed.
+pub fn decide(
+    event: &Event,
+    member: &Inbox,
+    now: OffsetDateTime,
+    admins: &AdminRoles,
+    event_id: impl FnOnce() -> String,
+) -> Decision {
+    match audience_of(event) {
+        None => Decision::Skip(Skip::no_audience(event)),
+        Some(audience) if !audience.reaches(member) => Decision::NotAddressed,
+        Some(_) => route(event, &event_id(), now).for_member(member, admins),
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ReadPayload {
@@ -145,7 +172,7 @@ struct UserPayload {
 pub fn route(event: &Event, event_id: &str, now: OffsetDateTime) -> Route {
     match event.kind {
         Kind::NotificationCreated => {
-            let Some(audience) = Audience::of(event) else {
+            let Some(audience) = audience_of(event) else {
                 return Route::Skip(Skip::no_audience(event));
             };
             let notification =
@@ -192,7 +219,7 @@ pub fn route(event: &Event, event_id: &str, now: OffsetDateTime) -> Route {
             })
         }
         Kind::NotificationRetracted => {
-            let Some(audience) = Audience::of(event) else {
+            let Some(audience) = audience_of(event) else {
                 return Route::Skip(Skip::no_audience(event));
             };
             let retracted = match serde_json::from_value::<RetractedPayload>(event.payload.clone())
@@ -242,6 +269,7 @@ fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audience::room;
     use serde_json::json;
     use time::macros::datetime;
 
@@ -466,5 +494,211 @@ mod tests {
         );
         let reason = malformed(route(&read, "p", NOW));
         assert!(reason.starts_with("read payload: "), "{reason}");
+    }
+
+    fn member(sector_id: Option<Uuid>, is_admin: bool) -> Inbox {
+        Inbox {
+            user_id: Uuid::new_v4(),
+            sector_id,
+            is_admin,
+        }
+    }
+
+    fn admins() -> AdminRoles {
+        AdminRoles::new(vec!["ADMIN".into()])
+    }
+
+    fn user_update(user: Uuid, active: bool, role: &str, sector: Option<Uuid>) -> Event {
+        event(
+            Kind::UserUpdated,
+            "user",
+            Some(user),
+            sector,
+            json!({"userId": user, "isActive": active, "role": role, "sectorId": sector}),
+        )
+    }
+
+    #[test]
+    fn a_member_is_sent_exactly_what_its_audience_reaches_as_live_dispatch_sends_it() {
+        let sector = Uuid::new_v4();
+        let members = [
+            member(None, false),
+            member(Some(sector), false),
+            member(None, true),
+        ];
+        let events = [
+            event(
+                Kind::NotificationCreated,
+                "user",
+                Some(members[0].user_id),
+                None,
+                created_payload("user", None),
+            ),
+            event(
+                Kind::NotificationCreated,
+                "sector",
+                None,
+                Some(sector),
+                created_payload("sector", None),
+            ),
+            event(
+                Kind::NotificationCreated,
+                "admin",
+                None,
+                None,
+                created_payload("admin", None),
+            ),
+            event(
+                Kind::NotificationCreated,
+                "all",
+                None,
+                None,
+                created_payload("all", None),
+            ),
+            event(
+                Kind::NotificationRetracted,
+                "sector",
+                None,
+                Some(sector),
+                json!({"notificationId": Uuid::nil()}),
+            ),
+            event(
+                Kind::NotificationRead,
+                "user",
+                Some(members[1].user_id),
+                None,
+                json!({"notificationId": Uuid::nil(), "readAt": "2026-11-27T09:00:00.000000Z"}),
+            ),
+        ];
+        for e in &events {
+            let Route::Emit(live) = route(e, "p", NOW) else {
+                panic!("not emitted: {e:?}")
+            };
+            for m in &members {
+                match decide(e, m, NOW, &admins(), || "p".into()) {
+                    Decision::Emit(emission) => {
+                        assert!(live.audience.reaches(m), "{e:?} sent to {m:?}");
+                        assert_eq!(emission, live, "the member gets what the room gets");
+                    }
+                    Decision::NotAddressed => {
+                        assert!(!live.audience.reaches(m), "{e:?} missed {m:?}")
+                    }
+                    other => panic!("{other:?} for {e:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_event_for_someone_else_is_not_parsed_nor_given_a_position() {
+        let m = member(None, false);
+        let broken = event(
+            Kind::NotificationCreated,
+            "user",
+            Some(Uuid::new_v4()),
+            None,
+            json!([1]),
+        );
+        let decision = decide(&broken, &m, NOW, &admins(), || panic!("position built"));
+        assert_eq!(decision, Decision::NotAddressed);
+        let mine = event(
+            Kind::NotificationCreated,
+            "user",
+            Some(m.user_id),
+            None,
+            json!([1]),
+        );
+        assert!(matches!(
+            decide(&mine, &m, NOW, &admins(), || "p".into()),
+            Decision::Skip(Skip::Malformed(_))
+        ));
+        let mut nowhere = mine.clone();
+        nowhere.audience = None;
+        assert!(matches!(
+            decide(&nowhere, &m, NOW, &admins(), || "p".into()),
+            Decision::Skip(Skip::Malformed(reason)) if reason.contains("no audience")
+        ));
+        let expired = event(
+            Kind::NotificationCreated,
+            "all",
+            None,
+            None,
+            created_payload("all", Some("2026-11-27T08:00:00.000000Z")),
+        );
+        assert_eq!(
+            decide(&expired, &m, NOW, &admins(), || "p".into()),
+            Decision::Skip(Skip::Expired)
+        );
+    }
+
+    #[test]
+    fn a_user_change_moves_or_disconnects_its_own_user_only() {
+        let m = member(Some(Uuid::new_v4()), false);
+        let sector = Uuid::new_v4();
+        assert_eq!(
+            decide(
+                &user_update(m.user_id, true, "ADMIN", Some(sector)),
+                &m,
+                NOW,
+                &admins(),
+                || "p".into()
+            ),
+            Decision::Rooms(Inbox {
+                user_id: m.user_id,
+                sector_id: Some(sector),
+                is_admin: true
+            })
+        );
+        assert_eq!(
+            decide(
+                &user_update(m.user_id, true, "USER", None),
+                &m,
+                NOW,
+                &admins(),
+                || "p".into()
+            ),
+            Decision::Rooms(Inbox {
+                user_id: m.user_id,
+                sector_id: None,
+                is_admin: false
+            })
+        );
+        assert_eq!(
+            decide(
+                &user_update(m.user_id, false, "ADMIN", None),
+                &m,
+                NOW,
+                &admins(),
+                || "p".into()
+            ),
+            Decision::Disconnect
+        );
+        let other = user_update(Uuid::new_v4(), false, "USER", m.sector_id);
+        assert_eq!(
+            decide(&other, &m, NOW, &admins(), || "p".into()),
+            Decision::NotAddressed
+        );
+        let Route::UserChanged(change) = route(&other, "p", NOW) else {
+            panic!("not a user change")
+        };
+        assert_eq!(change.for_member(&m, &admins()), Decision::NotAddressed);
+    }
+
+    #[test]
+    fn the_emit_position_is_the_one_given() {
+        let m = member(None, false);
+        let e = event(
+            Kind::NotificationCreated,
+            "all",
+            None,
+            None,
+            created_payload("all", None),
+        );
+        let Decision::Emit(emission) = decide(&e, &m, NOW, &admins(), || "after-7".into()) else {
+            panic!("not emitted")
+        };
+        assert_eq!(emission.payload["eventId"], "after-7");
+        assert_eq!(emission.delivers, Some(Uuid::nil()));
+        assert!(emission.changes_count);
     }
 }

@@ -7,6 +7,8 @@
 //! The modules follow the data flow:
 //!
 //! - [`config`]: validated configuration, one error naming the bad setting;
+//! - [`audience`]: who an audience reaches, the rooms that hold them and
+//!   the admin check (the SQL twins of the rule name it);
 //! - [`db`]: the connection pool, the embedded migrations and every query;
 //! - [`log`]: the event log: its rows, snapshots, positions (`eventId`) and
 //!   the [`log::tail`] listener that reads it past a snapshot cursor;
@@ -19,6 +21,7 @@
 //! - [`server`]: wires it all together around a bound listener and a
 //!   shutdown future; [`cli`] is the command line on top.
 
+pub mod audience;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -1,31 +1,9 @@
-//! The names clients see: Socket.IO rooms, events and the namespace. Built
-//! here and nowhere else, so a rename is one edit and a typo cannot split a
-//! room in two.
-
-use uuid::Uuid;
+//! The names clients see: Socket.IO events and the namespace (rooms are
+//! built by [`crate::audience::room`]). Built here and nowhere else, so a
+//! rename is one edit.
 
 /// The namespace every client connects to.
 pub const NAMESPACE: &str = "/notifications";
-
-/// Rooms a socket joins once its connect sequence is done (gateway::connect).
-pub mod room {
-    use super::Uuid;
-
-    pub const ADMIN: &str = "admin";
-
-    /// Every authenticated socket, for notifications addressed to `all`.
-    /// Sockets join it with their other rooms, after the connect sequence,
-    /// so a broadcast never reaches a socket that is still catching up.
-    pub const ALL: &str = "all";
-
-    pub fn user(id: Uuid) -> String {
-        format!("user:{id}")
-    }
-
-    pub fn sector(id: Uuid) -> String {
-        format!("sector:{id}")
-    }
-}
 
 /// Events herald emits.
 pub mod emit {

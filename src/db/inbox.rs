@@ -7,13 +7,10 @@ use uuid::Uuid;
 
 use crate::wire::{ListedNotification, Notification};
 
-/// Whose inbox: the user and the rooms their notifications come through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Inbox {
-    pub user_id: Uuid,
-    pub sector_id: Option<Uuid>,
-    pub is_admin: bool,
-}
+/// Whose inbox: the user and the rooms their notifications come through;
+/// the queries below pass it to `herald.inbox()`, the SQL twin of
+/// [`crate::audience::Audience::reaches`].
+pub use crate::audience::Inbox;
 
 /// A notification of the pending push, with its creation event's id.
 #[derive(Debug, Clone)]

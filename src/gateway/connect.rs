@@ -23,10 +23,11 @@ use super::dispatch::skipped;
 use super::outbox::{self, Sent, send_waiting};
 use super::replay::{self, Plan, Reset};
 use super::session::{Resume, Session};
-use crate::db::{self, inbox::Inbox};
-use crate::fanout::{self, Route, Skip};
-use crate::log::{Event, Kind, Position, Snapshot};
-use crate::names::{emit, room};
+use crate::audience::{Inbox, rooms};
+use crate::db;
+use crate::fanout::{self, Decision};
+use crate::log::{Event, Position, Snapshot};
+use crate::names::emit;
 use crate::telemetry::metrics;
 use crate::wire;
 
@@ -96,16 +97,18 @@ async fn sync(socket: &SocketRef, gateway: &Gateway, session: &Session) -> anyho
             for event in &events {
                 // Replayed events carry their log id for reference; the
                 // resume position is connection:success's lastEventId.
-                match fanout::route(event, &event.id.to_string(), now) {
-                    Route::Emit(emission) => {
+                let id = || event.id.to_string();
+                match fanout::decide(event, &initial.inbox, now, &gateway.admin_roles, id) {
+                    Decision::Emit(emission) => {
                         send_waiting(socket, emission.event, &emission.payload).await?;
                         if let Some(id) = emission.delivers {
                             gateway.deliveries.sent(id, session.user_id, now);
                         }
                     }
-                    Route::Skip(skip) => skipped(event, &skip),
-                    // The replay leaves user changes out: the session reads the user itself.
-                    Route::UserChanged(_) => {}
+                    Decision::Skip(skip) => skipped(event, &skip),
+                    // The replay holds only what is addressed to this inbox,
+                    // and no user changes: the session read the user itself.
+                    Decision::NotAddressed | Decision::Rooms(_) | Decision::Disconnect => {}
                 }
             }
         }
@@ -266,76 +269,39 @@ fn send_catch_up(
     let now = OffsetDateTime::now_utc();
     let mut count_changed = false;
     for event in events {
-        if event.kind == Kind::UserUpdated {
-            if event.user_id != Some(inbox.user_id) {
-                continue;
-            }
-            match fanout::route(event, "", now) {
-                Route::UserChanged(change) => {
-                    if !change.is_active {
-                        let _ = socket.clone().disconnect();
-                        return Ok(false);
-                    }
-                    *inbox = Inbox {
-                        user_id: inbox.user_id,
-                        sector_id: change.sector_id,
-                        is_admin: gateway.is_admin(&change.role),
-                    };
-                    count_changed = true;
-                }
-                Route::Skip(skip) => skipped(event, &skip),
-                Route::Emit(_) => {}
-            }
-            continue;
-        }
-        match fanout::Audience::of(event) {
-            Some(audience) if audience.reaches(inbox) => {}
-            Some(_) => continue,
-            None => {
-                skipped(event, &Skip::no_audience(event));
-                continue;
-            }
-        }
-        let event_id = Position::after_event(from, end, event.tx, event.id).to_string();
-        let emission = match fanout::route(event, &event_id, now) {
-            Route::Emit(emission) => emission,
-            Route::Skip(skip) => {
-                skipped(event, &skip);
-                continue;
-            }
-            Route::UserChanged(_) => continue,
-        };
-        // Under the progress lock nothing may wait: a socket that cannot
-        // take its catch-up is evicted and resumes when it reconnects.
-        match outbox::send(socket, emission.event, &emission.payload) {
-            Sent::Queued => {
-                count_changed |= emission.changes_count;
-                if let Some(id) = emission.delivers {
-                    gateway.deliveries.sent(id, inbox.user_id, now);
-                }
-            }
-            Sent::Full => {
-                outbox::evict(socket.clone());
+        let event_id = || Position::after_event(from, end, event.tx, event.id).to_string();
+        match fanout::decide(event, inbox, now, &gateway.admin_roles, event_id) {
+            Decision::NotAddressed => {}
+            Decision::Skip(skip) => skipped(event, &skip),
+            Decision::Disconnect => {
+                let _ = socket.clone().disconnect();
                 return Ok(false);
             }
-            Sent::Closed => return Ok(false),
+            Decision::Rooms(new) => {
+                *inbox = new;
+                count_changed = true;
+            }
+            // Under the progress lock nothing may wait: a socket that cannot
+            // take its catch-up is evicted and resumes when it reconnects.
+            Decision::Emit(emission) => {
+                match outbox::send(socket, emission.event, &emission.payload) {
+                    Sent::Queued => {
+                        count_changed |= emission.changes_count;
+                        if let Some(id) = emission.delivers {
+                            gateway.deliveries.sent(id, inbox.user_id, now);
+                        }
+                    }
+                    Sent::Full => {
+                        outbox::evict(socket.clone());
+                        return Ok(false);
+                    }
+                    Sent::Closed => return Ok(false),
+                }
+            }
         }
     }
     if count_changed {
         gateway.counts.refresh([inbox.user_id]);
     }
     Ok(true)
-}
-
-/// The rooms of a user: their own, their sector's, `admin` for admins, `all`.
-pub fn rooms(inbox: &Inbox) -> Vec<String> {
-    let mut rooms = vec![room::user(inbox.user_id)];
-    if let Some(sector) = inbox.sector_id {
-        rooms.push(room::sector(sector));
-    }
-    if inbox.is_admin {
-        rooms.push(room::ADMIN.to_owned());
-    }
-    rooms.push(room::ALL.to_owned());
-    rooms
 }

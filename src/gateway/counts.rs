@@ -20,9 +20,9 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::presence::Presence;
+use crate::audience::{Audience, room};
 use crate::db::{self, Pool};
-use crate::fanout::Audience;
-use crate::names::{NAMESPACE, emit, room};
+use crate::names::{NAMESPACE, emit};
 use crate::wire;
 
 /// Users per count query.

@@ -15,12 +15,12 @@ use uuid::Uuid;
 use super::counts::Counts;
 use super::outbox::{self, Pacer, Sent};
 use super::presence::Presence;
-use crate::db::inbox::Inbox;
+use crate::audience::{self, AdminRoles, Audience, room};
 use crate::deliveries::DeliveryQueue;
-use crate::fanout::{self, Audience, Emission, Route, Skip, UserChange};
+use crate::fanout::{self, Decision, Emission, Route, Skip, UserChange};
 use crate::log::tail::{Dispatch, Step};
 use crate::log::{Event, Position};
-use crate::names::{NAMESPACE, room};
+use crate::names::NAMESPACE;
 use crate::telemetry::metrics;
 
 pub struct Dispatcher {
@@ -28,7 +28,7 @@ pub struct Dispatcher {
     pub presence: Arc<Presence>,
     pub deliveries: DeliveryQueue,
     pub counts: Counts,
-    pub admin_roles: Vec<String>,
+    pub admin_roles: AdminRoles,
 }
 
 impl Dispatch for Dispatcher {
@@ -144,8 +144,9 @@ impl Dispatcher {
         }
     }
 
-    /// Deactivation disconnects the user's sockets here; a role or sector
-    /// change moves them between rooms without a reconnect.
+    /// Applies a change to a user online here: deactivation disconnects
+    /// their sockets, a role or sector change moves them between rooms
+    /// without a reconnect.
     async fn change_user(&self, change: &UserChange) {
         let Some(ns) = self.io.of(NAMESPACE) else {
             return;
@@ -154,34 +155,26 @@ impl Dispatcher {
             return;
         };
         let sockets = || ns.clone().within(room::user(change.user_id)).local();
-        if !change.is_active {
-            tracing::info!(user.id = %change.user_id, "user deactivated: disconnecting their sockets");
-            if let Err(error) = sockets().disconnect().await {
-                tracing::warn!(error = %error, user.id = %change.user_id, "could not disconnect every socket");
+        match change.for_member(&old, &self.admin_roles) {
+            Decision::Disconnect => {
+                tracing::info!(user.id = %change.user_id, "user deactivated: disconnecting their sockets");
+                if let Err(error) = sockets().disconnect().await {
+                    tracing::warn!(error = %error, user.id = %change.user_id, "could not disconnect every socket");
+                }
             }
-            return;
+            Decision::Rooms(new) => {
+                let moves = audience::moves(&old, &new);
+                for room in moves.leave {
+                    leave(sockets(), room).await;
+                }
+                for room in moves.join {
+                    join(sockets(), room).await;
+                }
+                self.presence.set_inbox(new);
+            }
+            // A change is always for its own user, who is `old`'s.
+            Decision::NotAddressed | Decision::Skip(_) | Decision::Emit(_) => {}
         }
-        let new = Inbox {
-            user_id: change.user_id,
-            sector_id: change.sector_id,
-            is_admin: self.admin_roles.contains(&change.role),
-        };
-        if old.sector_id != new.sector_id {
-            if let Some(sector) = old.sector_id {
-                leave(sockets(), room::sector(sector)).await;
-            }
-            if let Some(sector) = new.sector_id {
-                join(sockets(), room::sector(sector)).await;
-            }
-        }
-        if old.is_admin != new.is_admin {
-            if new.is_admin {
-                join(sockets(), room::ADMIN.to_owned()).await;
-            } else {
-                leave(sockets(), room::ADMIN.to_owned()).await;
-            }
-        }
-        self.presence.set_inbox(new);
     }
 }
 

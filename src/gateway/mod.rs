@@ -33,6 +33,7 @@ use socketioxide::handler::ConnectHandler;
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::{SocketIo, TransportType};
 
+use crate::audience::AdminRoles;
 use crate::auth::JwtConfig;
 use crate::db::Pool;
 use crate::db::inbox::Inbox;
@@ -48,7 +49,7 @@ pub struct Shared {
     pub pool: Pool,
     pub jwt: JwtConfig,
     /// Roles that join the `admin` room.
-    pub admin_roles: Vec<String>,
+    pub admin_roles: AdminRoles,
     pub pending_limit: u32,
     pub max_sockets_per_user: usize,
     /// How much a resume may replay before it is reset.
@@ -85,17 +86,9 @@ impl Gateway {
         Self(Arc::new(shared))
     }
 
-    pub fn is_admin(&self, role: &str) -> bool {
-        self.admin_roles.iter().any(|r| r == role)
-    }
-
     /// The inbox a user's row describes.
     pub fn inbox_of(&self, user: &User) -> Inbox {
-        Inbox {
-            user_id: user.id,
-            sector_id: user.sector_id,
-            is_admin: self.is_admin(&user.role),
-        }
+        self.admin_roles.inbox(user.id, user.sector_id, &user.role)
     }
 }
 

@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use uuid::Uuid;
 
+use crate::audience::Audience;
 use crate::db::inbox::Inbox;
-use crate::fanout::Audience;
 
 #[derive(Debug, Default)]
 struct Member {

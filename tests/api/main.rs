@@ -1,6 +1,7 @@
 //! herald's integration tests: one binary, a database per test, a real
 //! herald on port 0 and real Socket.IO clients.
 
+mod audience;
 mod cli;
 mod client;
 mod docs;
