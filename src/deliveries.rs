@@ -176,3 +176,81 @@ async fn write(pool: &Pool, batch: &[Sent]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(n: u128, u: u128) -> Sent {
+        (
+            Uuid::from_u128(n),
+            Uuid::from_u128(u),
+            OffsetDateTime::UNIX_EPOCH,
+        )
+    }
+
+    /// Runs `gather` over what `fill` queued, after the queue closed.
+    async fn gathered(capacity: usize, fill: impl FnOnce(&mpsc::Sender<Sent>)) -> Vec<Vec<Sent>> {
+        let (tx, rx) = mpsc::channel(capacity);
+        fill(&tx);
+        drop(tx);
+        let (batches, mut out) = mpsc::channel(16);
+        gather(rx, batches, CancellationToken::new()).await;
+        let mut all = Vec::new();
+        while let Ok(batch) = out.try_recv() {
+            all.push(batch);
+        }
+        all
+    }
+
+    #[tokio::test]
+    async fn a_burst_is_one_insert_in_key_order() {
+        let batches = gathered(8, |tx| {
+            for p in [pair(2, 1), pair(1, 2), pair(1, 1)] {
+                tx.try_send(p).unwrap();
+            }
+        })
+        .await;
+        assert_eq!(batches, vec![vec![pair(1, 1), pair(1, 2), pair(2, 1)]]);
+    }
+
+    #[tokio::test]
+    async fn no_insert_carries_more_than_a_batch() {
+        let batches = gathered(BATCH + 3, |tx| {
+            for u in 0..(BATCH as u128 + 3) {
+                tx.try_send(pair(1, u)).unwrap();
+            }
+        })
+        .await;
+        let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![BATCH, 3]);
+    }
+
+    #[tokio::test]
+    async fn on_stop_what_is_queued_is_still_handed_to_the_writers() {
+        let (tx, rx) = mpsc::channel(8);
+        tx.try_send(pair(1, 1)).unwrap();
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let (batches, mut out) = mpsc::channel(4);
+        // Returns although a queue handle (tx) is still alive.
+        gather(rx, batches, stop).await;
+        assert_eq!(out.try_recv().ok(), Some(vec![pair(1, 1)]));
+        assert!(tx.try_send(pair(2, 2)).is_err(), "the queue is closed");
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        let (tx, _rx) = mpsc::channel(2);
+        let queue = DeliveryQueue {
+            tx,
+            capacity: 2,
+            dropped: Arc::default(),
+        };
+        for u in 0..5 {
+            queue.sent(Uuid::nil(), Uuid::from_u128(u), OffsetDateTime::UNIX_EPOCH);
+        }
+        assert_eq!(queue.lag(), 2);
+        assert_eq!(queue.dropped.load(Ordering::Relaxed), 3);
+    }
+}

@@ -161,3 +161,44 @@ async fn emit_counts(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+
+    use super::*;
+
+    #[test]
+    fn requests_coalesce_into_one_set_taken_whole() {
+        let counts = Counts::default();
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        counts.refresh([a, b]);
+        counts.refresh([a]);
+        counts.clone().refresh([c, b]);
+        assert_eq!(counts.take(), HashSet::from([a, b, c]));
+        assert!(
+            counts.take().is_empty(),
+            "a pass takes the set and empties it"
+        );
+    }
+
+    #[test]
+    fn the_refresher_is_woken_once_per_new_user_not_per_request() {
+        let counts = Counts::default();
+        let a = Uuid::new_v4();
+        counts.refresh([a]);
+        assert!(counts.wake.notified().now_or_never().is_some(), "woken");
+        counts.refresh([a]);
+        counts.refresh([]);
+        assert!(
+            counts.wake.notified().now_or_never().is_none(),
+            "a user already waiting wakes nobody"
+        );
+        counts.take();
+        counts.refresh([a]);
+        assert!(
+            counts.wake.notified().now_or_never().is_some(),
+            "taken, then asked again"
+        );
+    }
+}

@@ -119,22 +119,69 @@ impl Pacer {
 
     /// One more packet queued.
     pub async fn sent(&mut self) {
-        self.sends += 1;
-        if self.sends >= Self::SENDS {
-            self.pause().await;
+        if self.count_send() {
+            tokio::task::yield_now().await;
         }
     }
 
     /// One more socket served.
     pub async fn served(&mut self) {
-        self.sockets += 1;
-        if self.sockets >= Self::SOCKETS {
-            self.pause().await;
+        if self.count_socket() {
+            tokio::task::yield_now().await;
         }
     }
 
-    async fn pause(&mut self) {
+    /// Counts a send; true when it is time to yield.
+    fn count_send(&mut self) -> bool {
+        self.sends += 1;
+        self.sends >= Self::SENDS && self.reset()
+    }
+
+    /// Counts a socket; true when it is time to yield.
+    fn count_socket(&mut self) -> bool {
+        self.sockets += 1;
+        self.sockets >= Self::SOCKETS && self.reset()
+    }
+
+    /// A yield drains both: the counts start again after it.
+    fn reset(&mut self) -> bool {
         (self.sockets, self.sends) = (0, 0);
-        tokio::task::yield_now().await;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dispatch_yields_every_64_sockets() {
+        let mut pacer = Pacer::default();
+        let at: Vec<usize> = (1..=200).filter(|_| pacer.count_socket()).collect();
+        assert_eq!(at, vec![64, 128, 192]);
+    }
+
+    #[test]
+    fn dispatch_yields_every_512_sends_to_one_socket() {
+        let mut pacer = Pacer::default();
+        let at: Vec<usize> = (1..=1100).filter(|_| pacer.count_send()).collect();
+        assert_eq!(at, vec![512, 1024]);
+    }
+
+    #[test]
+    fn a_yield_for_either_reason_restarts_both_counts() {
+        let mut pacer = Pacer::default();
+        for _ in 0..500 {
+            assert!(!pacer.count_send());
+        }
+        for _ in 0..63 {
+            assert!(!pacer.count_socket());
+        }
+        assert!(pacer.count_socket(), "the 64th socket");
+        // The sends before that yield no longer count.
+        for _ in 0..511 {
+            assert!(!pacer.count_send());
+        }
+        assert!(pacer.count_send());
     }
 }
