@@ -23,7 +23,7 @@ use super::dispatch::skipped;
 use super::outbox::{self, Sent, send_waiting};
 use super::replay::{self, Plan, Reset};
 use super::session::{Resume, Session};
-use crate::audience::{Inbox, rooms};
+use crate::audience::{AdminRoles, Inbox, rooms};
 use crate::db;
 use crate::fanout::{self, Decision};
 use crate::log::{Event, Position, Snapshot};
@@ -262,46 +262,281 @@ fn send_catch_up(
     gateway: &Gateway,
     from: &Snapshot,
     end: &Snapshot,
-    mut events: Vec<&Event>,
+    events: Vec<&Event>,
     inbox: &mut Inbox,
 ) -> anyhow::Result<bool> {
-    events.sort_by_key(|e| (e.tx, e.id));
     let now = OffsetDateTime::now_utc();
-    let mut count_changed = false;
-    for event in events {
-        let event_id = || Position::after_event(from, end, event.tx, event.id).to_string();
-        match fanout::decide(event, inbox, now, &gateway.admin_roles, event_id) {
-            Decision::NotAddressed => {}
-            Decision::Skip(skip) => skipped(event, &skip),
-            Decision::Disconnect => {
-                let _ = socket.clone().disconnect();
-                return Ok(false);
-            }
-            Decision::Rooms(new) => {
-                *inbox = new;
-                count_changed = true;
-            }
-            // Under the progress lock nothing may wait: a socket that cannot
-            // take its catch-up is evicted and resumes when it reconnects.
-            Decision::Emit(emission) => {
-                match outbox::send(socket, emission.event, &emission.payload) {
-                    Sent::Queued => {
-                        count_changed |= emission.changes_count;
-                        if let Some(id) = emission.delivers {
-                            gateway.deliveries.sent(id, inbox.user_id, now);
-                        }
-                    }
-                    Sent::Full => {
-                        outbox::evict(socket.clone());
-                        return Ok(false);
-                    }
-                    Sent::Closed => return Ok(false),
+    let plan = catch_up(events, from, end, *inbox, now, &gateway.admin_roles);
+    for emission in &plan.emissions {
+        // Under the progress lock nothing may wait: a socket that cannot
+        // take its catch-up is evicted and resumes when it reconnects.
+        match outbox::send(socket, emission.event, &emission.payload) {
+            Sent::Queued => {
+                if let Some(id) = emission.delivers {
+                    gateway.deliveries.sent(id, inbox.user_id, now);
                 }
             }
+            Sent::Full => {
+                outbox::evict(socket.clone());
+                return Ok(false);
+            }
+            Sent::Closed => return Ok(false),
         }
     }
-    if count_changed {
+    if plan.disconnect {
+        let _ = socket.clone().disconnect();
+        return Ok(false);
+    }
+    *inbox = plan.inbox;
+    if plan.recount {
         gateway.counts.refresh([inbox.user_id]);
     }
     Ok(true)
+}
+
+/// What a catch-up sends a member and leaves them as.
+#[derive(Debug, PartialEq)]
+struct CatchUp {
+    /// In (tx, id) order, each with its live position.
+    emissions: Vec<fanout::Emission>,
+    /// Their inbox after the changes to them among the events.
+    inbox: Inbox,
+    /// They were deactivated: what came before is sent, then the socket
+    /// is closed, and nothing after it is planned.
+    disconnect: bool,
+    /// Whether their unread count may have changed.
+    recount: bool,
+}
+
+/// Decides the events of (from, end] for one member, each against their
+/// inbox as the events before it left it.
+fn catch_up(
+    mut events: Vec<&Event>,
+    from: &Snapshot,
+    end: &Snapshot,
+    mut inbox: Inbox,
+    now: OffsetDateTime,
+    admins: &AdminRoles,
+) -> CatchUp {
+    events.sort_by_key(|e| (e.tx, e.id));
+    let mut emissions = Vec::new();
+    let mut recount = false;
+    for event in events {
+        let event_id = || Position::after_event(from, end, event.tx, event.id).to_string();
+        match fanout::decide(event, &inbox, now, admins, event_id) {
+            Decision::NotAddressed => {}
+            Decision::Skip(skip) => skipped(event, &skip),
+            Decision::Disconnect => {
+                return CatchUp {
+                    emissions,
+                    inbox,
+                    disconnect: true,
+                    recount,
+                };
+            }
+            Decision::Rooms(new) => {
+                inbox = new;
+                recount = true;
+            }
+            Decision::Emit(emission) => {
+                recount |= emission.changes_count;
+                emissions.push(emission);
+            }
+        }
+    }
+    CatchUp {
+        emissions,
+        inbox,
+        disconnect: false,
+        recount,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::log::Kind;
+
+    const NOW: OffsetDateTime = time::macros::datetime!(2026-11-27 09:00 UTC);
+
+    fn snapshots() -> (Snapshot, Snapshot) {
+        ("100:100:".parse().unwrap(), "110:110:".parse().unwrap())
+    }
+
+    fn admins() -> AdminRoles {
+        AdminRoles::new(vec!["ADMIN".into()])
+    }
+
+    fn event(
+        id: i64,
+        tx: u64,
+        kind: Kind,
+        audience: &str,
+        user: Option<Uuid>,
+        sector: Option<Uuid>,
+        payload: serde_json::Value,
+    ) -> Event {
+        Event {
+            id,
+            tx,
+            created_at: NOW,
+            kind,
+            notification_id: None,
+            user_id: user,
+            sector_id: sector,
+            audience: Some(audience.into()),
+            payload,
+        }
+    }
+
+    fn created(
+        id: i64,
+        tx: u64,
+        audience: &str,
+        user: Option<Uuid>,
+        sector: Option<Uuid>,
+    ) -> Event {
+        let n = Uuid::from_u128(id as u128);
+        event(
+            id,
+            tx,
+            Kind::NotificationCreated,
+            audience,
+            user,
+            sector,
+            json!({
+                "id": n, "audience": audience, "kind": "k", "importance": "normal", "title": "t",
+                "message": "", "actionUrl": null, "data": {}, "createdAt": "2026-11-27T08:59:59.000000Z",
+                "expiresAt": null
+            }),
+        )
+    }
+
+    fn updated(
+        id: i64,
+        tx: u64,
+        user: Uuid,
+        active: bool,
+        role: &str,
+        sector: Option<Uuid>,
+    ) -> Event {
+        event(
+            id,
+            tx,
+            Kind::UserUpdated,
+            "user",
+            Some(user),
+            sector,
+            json!({"userId": user, "isActive": active, "role": role, "sectorId": sector}),
+        )
+    }
+
+    fn ids(plan: &CatchUp) -> Vec<serde_json::Value> {
+        plan.emissions
+            .iter()
+            .map(|e| e.payload["id"].clone())
+            .collect()
+    }
+
+    fn member() -> Inbox {
+        Inbox {
+            user_id: Uuid::new_v4(),
+            sector_id: None,
+            is_admin: false,
+        }
+    }
+
+    #[test]
+    fn events_go_out_in_commit_order_with_their_live_positions() {
+        let (from, end) = snapshots();
+        let m = member();
+        let events = [
+            created(3, 105, "all", None, None),
+            created(1, 101, "user", Some(m.user_id), None),
+            created(2, 101, "all", None, None),
+        ];
+        let plan = catch_up(events.iter().collect(), &from, &end, m, NOW, &admins());
+        assert_eq!(
+            ids(&plan),
+            vec![
+                json!(Uuid::from_u128(1)),
+                json!(Uuid::from_u128(2)),
+                json!(Uuid::from_u128(3))
+            ]
+        );
+        assert_eq!(
+            plan.emissions[2].payload["eventId"],
+            Position::after_event(&from, &end, 105, 3).to_string()
+        );
+        assert!(plan.recount && !plan.disconnect);
+        assert_eq!(plan.inbox, m);
+    }
+
+    #[test]
+    fn a_move_changes_what_the_events_after_it_reach() {
+        let (from, end) = snapshots();
+        let m = member();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let events = [
+            created(1, 101, "sector", None, Some(a)),
+            created(2, 102, "admin", None, None),
+            updated(3, 103, m.user_id, true, "ADMIN", Some(a)),
+            created(4, 104, "sector", None, Some(a)),
+            created(5, 105, "admin", None, None),
+            created(6, 106, "sector", None, Some(b)),
+        ];
+        let plan = catch_up(events.iter().collect(), &from, &end, m, NOW, &admins());
+        assert_eq!(
+            ids(&plan),
+            vec![json!(Uuid::from_u128(4)), json!(Uuid::from_u128(5))]
+        );
+        assert_eq!(
+            plan.inbox,
+            Inbox {
+                user_id: m.user_id,
+                sector_id: Some(a),
+                is_admin: true
+            }
+        );
+        assert!(plan.recount);
+    }
+
+    #[test]
+    fn a_deactivation_ends_the_catch_up_with_a_disconnect() {
+        let (from, end) = snapshots();
+        let m = member();
+        let events = [
+            created(1, 101, "all", None, None),
+            updated(2, 102, m.user_id, false, "USER", None),
+            created(3, 103, "all", None, None),
+        ];
+        let plan = catch_up(events.iter().collect(), &from, &end, m, NOW, &admins());
+        assert_eq!(ids(&plan), vec![json!(Uuid::from_u128(1))]);
+        assert!(plan.disconnect);
+    }
+
+    #[test]
+    fn what_is_for_others_changes_nothing() {
+        let (from, end) = snapshots();
+        let m = member();
+        let events = [
+            created(1, 101, "user", Some(Uuid::new_v4()), None),
+            created(2, 102, "sector", None, Some(Uuid::new_v4())),
+            created(3, 103, "admin", None, None),
+            updated(4, 104, Uuid::new_v4(), false, "USER", None),
+        ];
+        let plan = catch_up(events.iter().collect(), &from, &end, m, NOW, &admins());
+        assert_eq!(
+            plan,
+            CatchUp {
+                emissions: vec![],
+                inbox: m,
+                disconnect: false,
+                recount: false
+            }
+        );
+    }
 }

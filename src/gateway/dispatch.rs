@@ -46,7 +46,7 @@ impl Dispatch for Dispatcher {
             );
             match fanout::route(event, &event_id, now) {
                 Route::Emit(emission) => {
-                    if run.audience.is_some_and(|a| a != emission.audience) {
+                    if !run.takes(&emission) {
                         self.emit(&mut run, now, &mut recount, &mut pacer).await;
                     }
                     run.push(emission, event.created_at);
@@ -79,9 +79,20 @@ struct Run {
 }
 
 impl Run {
+    /// Whether `emission` joins this run rather than starting the next.
+    fn takes(&self, emission: &Emission) -> bool {
+        self.audience.is_none_or(|a| a == emission.audience)
+    }
+
     fn push(&mut self, emission: Emission, created_at: OffsetDateTime) {
         self.audience = Some(emission.audience);
         self.emissions.push((emission, created_at));
+    }
+
+    /// The run's audience and emissions, leaving it empty.
+    fn take(&mut self) -> Option<(Audience, Vec<(Emission, OffsetDateTime)>)> {
+        let audience = self.audience.take()?;
+        Some((audience, std::mem::take(&mut self.emissions)))
     }
 }
 
@@ -94,10 +105,9 @@ impl Dispatcher {
         recount: &mut HashSet<Uuid>,
         pacer: &mut Pacer,
     ) {
-        let Some(audience) = run.audience.take() else {
+        let Some((audience, emissions)) = run.take() else {
             return;
         };
-        let emissions = std::mem::take(&mut run.emissions);
         let Some(ns) = self.io.of(NAMESPACE) else {
             return;
         };
@@ -205,5 +215,75 @@ async fn join(sockets: socketioxide::operators::BroadcastOperators, room: String
 async fn leave(sockets: socketioxide::operators::BroadcastOperators, room: String) {
     if let Err(error) = sockets.leave(room).await {
         tracing::warn!(error = %error, "could not move sockets out of a room");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn emission(audience: Audience, n: u128) -> Emission {
+        Emission {
+            audience,
+            event: crate::names::emit::NOTIFICATION_NEW,
+            payload: serde_json::json!({"n": n}),
+            delivers: None,
+            changes_count: true,
+        }
+    }
+
+    /// The runs dispatch sends a sequence of emissions in, as it forms them.
+    fn runs(emissions: Vec<Emission>) -> Vec<(Audience, Vec<u128>)> {
+        let mut run = Run::default();
+        let mut sent = Vec::new();
+        let mut flush = |run: &mut Run| {
+            if let Some((audience, emissions)) = run.take() {
+                let ns = emissions
+                    .iter()
+                    .map(|(e, _)| e.payload["n"].as_u64().unwrap_or(0) as u128);
+                sent.push((audience, ns.collect()));
+            }
+        };
+        for emission in emissions {
+            if !run.takes(&emission) {
+                flush(&mut run);
+            }
+            run.push(emission, OffsetDateTime::UNIX_EPOCH);
+        }
+        flush(&mut run);
+        sent
+    }
+
+    #[test]
+    fn consecutive_emissions_to_one_audience_go_out_together_in_log_order() {
+        let user = Audience::User(uuid::Uuid::new_v4());
+        let emissions = vec![
+            emission(Audience::All, 1),
+            emission(Audience::All, 2),
+            emission(user, 3),
+            emission(user, 4),
+            emission(Audience::All, 5),
+            emission(Audience::Admins, 6),
+        ];
+        assert_eq!(
+            runs(emissions),
+            vec![
+                (Audience::All, vec![1, 2]),
+                (user, vec![3, 4]),
+                (Audience::All, vec![5]),
+                (Audience::Admins, vec![6]),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_emptied_run_takes_any_audience_and_sends_nothing() {
+        let mut run = Run::default();
+        assert!(run.take().is_none());
+        assert!(run.takes(&emission(Audience::Admins, 1)));
+        run.push(emission(Audience::Admins, 1), OffsetDateTime::UNIX_EPOCH);
+        assert!(!run.takes(&emission(Audience::All, 2)));
+        assert!(run.take().is_some());
+        assert!(run.takes(&emission(Audience::All, 2)));
     }
 }
