@@ -266,16 +266,17 @@ fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
     serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
 }
 
+/// Event rows as the triggers write them, for the tests of the modules
+/// that route them.
 #[cfg(test)]
-mod tests {
+pub(crate) mod samples {
     use super::*;
-    use crate::audience::room;
-    use serde_json::json;
-    use time::macros::datetime;
 
-    const NOW: OffsetDateTime = datetime!(2026-11-27 09:00 UTC);
+    pub const NOW: OffsetDateTime = time::macros::datetime!(2026-11-27 09:00 UTC);
 
-    fn event(
+    pub fn event(
+        id: i64,
+        tx: u64,
         kind: Kind,
         audience: &str,
         user: Option<Uuid>,
@@ -283,8 +284,8 @@ mod tests {
         payload: serde_json::Value,
     ) -> Event {
         Event {
-            id: 7,
-            tx: 1000,
+            id,
+            tx,
             created_at: NOW,
             kind,
             notification_id: Some(Uuid::nil()),
@@ -295,13 +296,41 @@ mod tests {
         }
     }
 
-    fn created_payload(audience: &str, expires_at: Option<&str>) -> serde_json::Value {
-        json!({
-            "id": Uuid::nil(), "audience": audience, "kind": "order.shipped", "importance": "high",
+    /// A `notification.created` payload (`herald.notification_json`).
+    pub fn created_payload(
+        id: Uuid,
+        audience: &str,
+        expires_at: Option<&str>,
+    ) -> serde_json::Value {
+        serde_json::json!({
+            "id": id, "audience": audience, "kind": "order.shipped", "importance": "high",
             "title": "Shipped", "message": "", "actionUrl": null, "data": {"order": 1},
             "createdAt": "2026-11-27T08:59:59.000000Z", "expiresAt": expires_at,
             "userId": null, "sectorId": null
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audience::room;
+    use serde_json::json;
+
+    use samples::NOW;
+
+    fn event(
+        kind: Kind,
+        audience: &str,
+        user: Option<Uuid>,
+        sector: Option<Uuid>,
+        payload: serde_json::Value,
+    ) -> Event {
+        samples::event(7, 1000, kind, audience, user, sector, payload)
+    }
+
+    fn created_payload(audience: &str, expires_at: Option<&str>) -> serde_json::Value {
+        samples::created_payload(Uuid::nil(), audience, expires_at)
     }
 
     #[test]
@@ -508,6 +537,10 @@ mod tests {
         AdminRoles::new(vec!["ADMIN".into()])
     }
 
+    fn decided(e: &Event, m: &Inbox) -> Decision {
+        decide(e, m, NOW, &admins(), || "p".into())
+    }
+
     fn user_update(user: Uuid, active: bool, role: &str, sector: Option<Uuid>) -> Event {
         event(
             Kind::UserUpdated,
@@ -609,13 +642,13 @@ mod tests {
             json!([1]),
         );
         assert!(matches!(
-            decide(&mine, &m, NOW, &admins(), || "p".into()),
+            decided(&mine, &m),
             Decision::Skip(Skip::Malformed(_))
         ));
         let mut nowhere = mine.clone();
         nowhere.audience = None;
         assert!(matches!(
-            decide(&nowhere, &m, NOW, &admins(), || "p".into()),
+            decided(&nowhere, &m),
             Decision::Skip(Skip::Malformed(reason)) if reason.contains("no audience")
         ));
         let expired = event(
@@ -625,59 +658,31 @@ mod tests {
             None,
             created_payload("all", Some("2026-11-27T08:00:00.000000Z")),
         );
-        assert_eq!(
-            decide(&expired, &m, NOW, &admins(), || "p".into()),
-            Decision::Skip(Skip::Expired)
-        );
+        assert_eq!(decided(&expired, &m), Decision::Skip(Skip::Expired));
     }
 
     #[test]
     fn a_user_change_moves_or_disconnects_its_own_user_only() {
         let m = member(Some(Uuid::new_v4()), false);
         let sector = Uuid::new_v4();
-        assert_eq!(
-            decide(
-                &user_update(m.user_id, true, "ADMIN", Some(sector)),
-                &m,
-                NOW,
-                &admins(),
-                || "p".into()
-            ),
+        let moved = |sector_id, is_admin| {
             Decision::Rooms(Inbox {
                 user_id: m.user_id,
-                sector_id: Some(sector),
-                is_admin: true
+                sector_id,
+                is_admin,
             })
-        );
-        assert_eq!(
-            decide(
-                &user_update(m.user_id, true, "USER", None),
-                &m,
-                NOW,
-                &admins(),
-                || "p".into()
-            ),
-            Decision::Rooms(Inbox {
-                user_id: m.user_id,
-                sector_id: None,
-                is_admin: false
-            })
-        );
-        assert_eq!(
-            decide(
-                &user_update(m.user_id, false, "ADMIN", None),
-                &m,
-                NOW,
-                &admins(),
-                || "p".into()
-            ),
-            Decision::Disconnect
-        );
+        };
+        let cases = [
+            ((true, "ADMIN", Some(sector)), moved(Some(sector), true)),
+            ((true, "USER", None), moved(None, false)),
+            ((false, "ADMIN", None), Decision::Disconnect),
+        ];
+        for ((active, role, sector), expected) in cases {
+            let e = user_update(m.user_id, active, role, sector);
+            assert_eq!(decided(&e, &m), expected, "{active} {role} {sector:?}");
+        }
         let other = user_update(Uuid::new_v4(), false, "USER", m.sector_id);
-        assert_eq!(
-            decide(&other, &m, NOW, &admins(), || "p".into()),
-            Decision::NotAddressed
-        );
+        assert_eq!(decided(&other, &m), Decision::NotAddressed);
         let Route::UserChanged(change) = route(&other, "p", NOW) else {
             panic!("not a user change")
         };

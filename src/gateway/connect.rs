@@ -358,9 +358,8 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
+    use crate::fanout::samples::{self, NOW};
     use crate::log::Kind;
-
-    const NOW: OffsetDateTime = time::macros::datetime!(2026-11-27 09:00 UTC);
 
     fn snapshots() -> (Snapshot, Snapshot) {
         ("100:100:".parse().unwrap(), "110:110:".parse().unwrap())
@@ -370,28 +369,6 @@ mod tests {
         AdminRoles::new(vec!["ADMIN".into()])
     }
 
-    fn event(
-        id: i64,
-        tx: u64,
-        kind: Kind,
-        audience: &str,
-        user: Option<Uuid>,
-        sector: Option<Uuid>,
-        payload: serde_json::Value,
-    ) -> Event {
-        Event {
-            id,
-            tx,
-            created_at: NOW,
-            kind,
-            notification_id: None,
-            user_id: user,
-            sector_id: sector,
-            audience: Some(audience.into()),
-            payload,
-        }
-    }
-
     fn created(
         id: i64,
         tx: u64,
@@ -399,19 +376,15 @@ mod tests {
         user: Option<Uuid>,
         sector: Option<Uuid>,
     ) -> Event {
-        let n = Uuid::from_u128(id as u128);
-        event(
+        let payload = samples::created_payload(Uuid::from_u128(id as u128), audience, None);
+        samples::event(
             id,
             tx,
             Kind::NotificationCreated,
             audience,
             user,
             sector,
-            json!({
-                "id": n, "audience": audience, "kind": "k", "importance": "normal", "title": "t",
-                "message": "", "actionUrl": null, "data": {}, "createdAt": "2026-11-27T08:59:59.000000Z",
-                "expiresAt": null
-            }),
+            payload,
         )
     }
 
@@ -423,7 +396,7 @@ mod tests {
         role: &str,
         sector: Option<Uuid>,
     ) -> Event {
-        event(
+        samples::event(
             id,
             tx,
             Kind::UserUpdated,
