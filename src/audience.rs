@@ -147,9 +147,32 @@ pub fn moves(old: &Inbox, new: &Inbox) -> Moves {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AdminRoles(Vec<String>);
 
+/// `ADMIN,SUPER_ADMIN`: comma-separated, at least one.
+impl std::str::FromStr for AdminRoles {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        let roles: Vec<String> = raw
+            .split(',')
+            .map(str::trim)
+            .filter(|role| !role.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if roles.is_empty() {
+            return Err("name at least one role".into());
+        }
+        Ok(Self(roles))
+    }
+}
+
 impl AdminRoles {
     pub fn new(roles: Vec<String>) -> Self {
         Self(roles)
+    }
+
+    /// The roles, as configured.
+    pub fn names(&self) -> &[String] {
+        &self.0
     }
 
     pub fn is_admin(&self, role: &str) -> bool {

@@ -15,7 +15,8 @@ use crate::auth::{JwtConfig, JwtKeyError};
 
 pub mod values;
 
-pub use values::{AdminRoles, CorsOrigins, HandshakeBounds, Rate};
+pub use crate::audience::AdminRoles;
+pub use values::{CorsOrigins, HandshakeBounds, Rate};
 use values::{boolean, count, duration, ip, port, positive_duration, postgres_url, secret, size};
 
 /// A setting that is missing or malformed. The message names the variable.
@@ -233,7 +234,7 @@ pub struct Config {
     pub port: u16,
     pub jwt: JwtConfig,
     pub cors: CorsOrigins,
-    pub admin_roles: Vec<String>,
+    pub admin_roles: AdminRoles,
     pub pending_limit: u32,
     pub max_sockets_per_user: usize,
     /// Events a resume may replay before it is answered with `sync:reset`.
@@ -276,7 +277,7 @@ impl ServeArgs {
             port: self.port,
             jwt: self.jwt.config()?,
             cors: self.cors_origins.clone(),
-            admin_roles: self.admin_roles.0.clone(),
+            admin_roles: self.admin_roles.clone(),
             pending_limit: self.pending_limit,
             max_sockets_per_user: self.max_sockets_per_user,
             replay_limit: self.replay_limit,
@@ -328,7 +329,7 @@ mod tests {
         assert_eq!(serve.args.pending_limit, 50);
         assert!(!serve.args.trust_proxy);
         assert_eq!(serve.args.handshake_rate_limit.burst, 300);
-        assert_eq!(serve.args.admin_roles.0, ["ADMIN", "SUPER_ADMIN"]);
+        assert_eq!(serve.args.admin_roles.names(), ["ADMIN", "SUPER_ADMIN"]);
     }
 
     #[test]

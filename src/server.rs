@@ -14,7 +14,6 @@ use socketioxide::SocketIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::audience::AdminRoles;
 use crate::config::Config;
 use crate::gateway::admission::Admission;
 use crate::gateway::counts::Counts;
@@ -76,7 +75,7 @@ impl Server {
         let gateway = Gateway::new(Shared {
             pool: pool.clone(),
             jwt: config.jwt.clone(),
-            admin_roles: AdminRoles::new(config.admin_roles.clone()),
+            admin_roles: config.admin_roles.clone(),
             pending_limit: config.pending_limit,
             max_sockets_per_user: config.max_sockets_per_user,
             replay_limit: crate::gateway::replay::ReplayLimit::new(config.replay_limit),
@@ -98,7 +97,7 @@ impl Server {
             presence: presence.clone(),
             deliveries: delivery_queue,
             counts: counts.clone(),
-            admin_roles: AdminRoles::new(config.admin_roles.clone()),
+            admin_roles: config.admin_roles.clone(),
         });
         supervisor.spawn("tail", tail.run(dispatcher, stop.clone().cancelled_owned()));
         supervisor.spawn(

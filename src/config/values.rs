@@ -96,22 +96,6 @@ impl CorsOrigins {
     }
 }
 
-/// The roles that join the `admin` room: at least one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AdminRoles(pub Vec<String>);
-
-impl FromStr for AdminRoles {
-    type Err = String;
-
-    fn from_str(raw: &str) -> Result<Self, Self::Err> {
-        let roles = list(raw);
-        if roles.is_empty() {
-            return Err("name at least one role".into());
-        }
-        Ok(Self(roles))
-    }
-}
-
 /// Durations such as `5s`, `1h`, `7d` (humantime's syntax).
 pub fn duration(raw: &str) -> Result<Duration, String> {
     humantime::parse_duration(raw.trim())
@@ -230,7 +214,6 @@ mod tests {
         assert!(duration("soon").is_err());
         assert_eq!(boolean("yes"), Ok(true));
         assert!(boolean("maybe").is_err());
-        assert!("".parse::<AdminRoles>().is_err());
         assert!(secret("short").is_err());
     }
 }

@@ -132,7 +132,7 @@ pub fn config(db: &TestDb) -> Config {
         cors: "http://localhost:3030,http://127.0.0.1:3030"
             .parse()
             .unwrap(),
-        admin_roles: vec!["ADMIN".into(), "SUPER_ADMIN".into()],
+        admin_roles: "ADMIN,SUPER_ADMIN".parse().unwrap(),
         pending_limit: 50,
         max_sockets_per_user: 10,
         replay_limit: 1000,
