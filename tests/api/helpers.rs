@@ -112,12 +112,17 @@ pub async fn connect(url: &str) -> tokio_postgres::Client {
     client
 }
 
-/// A running herald.
+/// A running herald, in this process.
+///
+/// Its metrics go to the process-wide recorder that every other `TestApp`
+/// of the process shares (`cargo test` runs all tests in one), so a test
+/// that asserts on `/metrics` runs a [`HeraldProcess`] instead.
 pub struct TestApp {
     pub address: SocketAddr,
     pub db: TestDb,
     pub pg: tokio_postgres::Client,
     pub jwt: JwtConfig,
+    tail: herald::log::tail::TailHandle,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -177,7 +182,11 @@ impl TestApp {
             .expect("bind");
         let address = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(herald::server::run(config, listener, async move {
+        let server = herald::server::Server::build(&config)
+            .await
+            .unwrap_or_else(|error| panic!("herald did not start: {error:#}"));
+        let tail = server.tail().clone();
+        let handle = tokio::spawn(server.serve(listener, async move {
             let _ = rx.await;
         }));
         let pg = db.client().await;
@@ -186,6 +195,7 @@ impl TestApp {
             db,
             pg,
             jwt,
+            tail,
             shutdown: Some(tx),
             handle: Some(handle),
         };
@@ -223,6 +233,25 @@ impl TestApp {
 
     pub fn token(&self, user: Uuid) -> String {
         self.jwt.sign(user, Duration::from_secs(3600)).unwrap()
+    }
+
+    /// Asks the tail for a step and waits until one that began after the
+    /// call has dispatched: whatever was committed before the call has then
+    /// been handed to the sockets, and the tail rests until the next NOTIFY
+    /// or its tick.
+    pub async fn step(&self) {
+        let mut stepped = self.tail.stepped.clone();
+        // A step under way when called may have read before the call; the
+        // one after it has not.
+        let wanted = stepped.borrow_and_update().saturating_add(2);
+        tokio::time::timeout(crate::client::WAIT, async {
+            while *stepped.borrow_and_update() < wanted {
+                self.tail.poke.notify_one();
+                stepped.changed().await.expect("the tail stopped");
+            }
+        })
+        .await
+        .expect("the tail did not step within 5 s");
     }
 
     /// Inserts a user; returns their id.
