@@ -283,20 +283,6 @@ impl TestApp {
             .get(0)
     }
 
-    /// The sum of a metric's samples in `/metrics`.
-    pub async fn metric(&self, name: &str) -> f64 {
-        let text = reqwest::get(self.url("/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .filter(|line| line.starts_with(name) && line[name.len()..].starts_with([' ', '{']))
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    }
-
     pub async fn unread_count(&self, user: Uuid, sector: Option<Uuid>, admin: bool) -> i64 {
         self.pg
             .query_one(
@@ -652,9 +638,18 @@ impl Drop for HeraldProcess {
 
 /// A socket of `user` that resumes from `last_event_id`.
 pub async fn resume(app: &TestApp, user: Uuid, last_event_id: &str) -> crate::client::SioClient {
-    let auth = serde_json::json!({"token": app.token(user), "lastEventId": last_event_id});
+    resume_at(app.address, &app.token(user), last_event_id).await
+}
+
+/// A socket on the herald at `address` that resumes from `last_event_id`.
+pub async fn resume_at(
+    address: SocketAddr,
+    token: &str,
+    last_event_id: &str,
+) -> crate::client::SioClient {
+    let auth = serde_json::json!({"token": token, "lastEventId": last_event_id});
     crate::client::connect(
-        app.address,
+        address,
         crate::client::Connect {
             auth: Some(auth),
             ..crate::client::Connect::default()
