@@ -4,6 +4,10 @@
 //!
 //! Background tasks run under a [`Supervisor`]: one that ends early or
 //! panics stops the server, and `run` returns its error.
+//!
+//! [`Server`] is `run` in its two halves, for callers (tests) that need a
+//! part in between: the tail's handle says how far the log has been
+//! dispatched, which is what "nothing else arrived" waits on.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -23,6 +27,7 @@ use crate::gateway::limits::Limiter;
 use crate::gateway::presence::Presence;
 use crate::gateway::{self, Gateway, Shared};
 use crate::http::listen;
+use crate::log::tail::TailHandle;
 use crate::supervisor::Supervisor;
 use crate::{db, deliveries, http};
 
@@ -47,15 +52,17 @@ pub async fn run(
 }
 
 /// herald's parts, built and started, not yet serving.
-struct Server {
+pub struct Server {
     app: Router,
     io: SocketIo,
     limits: listen::Limits,
     supervisor: Supervisor,
+    tail: TailHandle,
 }
 
 impl Server {
-    async fn build(config: &Config) -> anyhow::Result<Self> {
+    /// Migrates (when configured), connects and starts the background tasks.
+    pub async fn build(config: &Config) -> anyhow::Result<Self> {
         // Counted from the first event on, not from the first scrape.
         crate::telemetry::metrics::handle();
         if config.migrate {
@@ -153,10 +160,17 @@ impl Server {
             io,
             limits,
             supervisor,
+            tail: tail_handle,
         })
     }
 
-    async fn serve(
+    /// The tail's shared side: its dispatched position and step signal.
+    pub fn tail(&self) -> &TailHandle {
+        &self.tail
+    }
+
+    /// Serves on `listener` until `shutdown` resolves or a task fails.
+    pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -166,6 +180,7 @@ impl Server {
             io,
             limits,
             mut supervisor,
+            tail: _,
         } = self;
         let stop = supervisor.stop().clone();
         let address = listener.local_addr()?;

@@ -30,7 +30,7 @@ use super::{Event, Snapshot};
 /// The NOTIFY channel the triggers wake herald on.
 pub const CHANNEL: &str = "herald_events";
 /// A step runs at least this often, NOTIFY or not.
-const TICK: Duration = Duration::from_millis(500);
+pub const TICK: Duration = Duration::from_millis(500);
 /// A step (or the initial LISTEN) that takes longer marks the connection dead.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -24,8 +24,17 @@ pub struct SioClient {
     events: mpsc::UnboundedReceiver<(String, Value)>,
     acks: Acks,
     next_ack: AtomicU64,
-    closed: Arc<tokio::sync::Notify>,
-    open: Arc<std::sync::atomic::AtomicBool>,
+    /// `true` until the server closes the socket.
+    open: watch::Receiver<bool>,
+    /// The task reading the socket: it holds the connection's read half.
+    reader: tokio::task::AbortHandle,
+}
+
+/// Dropping a client drops its connection, as a client that goes away does.
+impl Drop for SioClient {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
 }
 
 /// How to connect.
@@ -93,8 +102,7 @@ pub async fn connect(address: SocketAddr, options: Connect) -> Result<SioClient,
     let (out, mut out_rx) = mpsc::unbounded_channel::<Message>();
     let (events_tx, events) = mpsc::unbounded_channel();
     let acks: Acks = Arc::default();
-    let closed = Arc::new(tokio::sync::Notify::new());
-    let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (opened, open) = watch::channel(true);
     tokio::spawn(async move {
         while let Some(message) = out_rx.recv().await {
             if sink.send(message).await.is_err() {
@@ -102,11 +110,9 @@ pub async fn connect(address: SocketAddr, options: Connect) -> Result<SioClient,
             }
         }
     });
-    {
+    let reader = {
         let out = out.clone();
         let acks = acks.clone();
-        let closed = closed.clone();
-        let open = open.clone();
         tokio::spawn(async move {
             while let Some(packet) = next_text(&mut stream).await {
                 if packet == "2" {
@@ -128,18 +134,17 @@ pub async fn connect(address: SocketAddr, options: Connect) -> Result<SioClient,
                     break;
                 }
             }
-            open.store(false, Ordering::SeqCst);
-            closed.notify_waiters();
-            closed.notify_one();
-        });
-    }
+            opened.send_replace(false);
+        })
+        .abort_handle()
+    };
     Ok(SioClient {
         out,
         events,
         acks,
         next_ack: AtomicU64::new(1),
-        closed,
         open,
+        reader,
     })
 }
 
@@ -159,10 +164,15 @@ where
 impl SioClient {
     /// The next event, in arrival order.
     pub async fn next(&mut self) -> (String, Value) {
-        tokio::time::timeout(WAIT, self.events.recv())
+        self.next_within(WAIT).await.expect("no event within 5 s")
+    }
+
+    /// The next event, or `None` when none arrives within `patience`.
+    pub async fn next_within(&mut self, patience: Duration) -> Option<(String, Value)> {
+        tokio::time::timeout(patience, self.events.recv())
             .await
-            .expect("no event within 5 s")
-            .expect("socket closed")
+            .ok()
+            .map(|event| event.expect("socket closed"))
     }
 
     /// The next event, which must be `name`.
@@ -182,14 +192,53 @@ impl SioClient {
         }
     }
 
-    /// Events received within `window`, without waiting for more.
-    pub async fn drain(&mut self, window: Duration) -> Vec<(String, Value)> {
+    /// The events that arrive before the `notification:new` of `marker`,
+    /// which ends the wait.
+    ///
+    /// herald pushes to a socket in the log's order, so once a notification
+    /// inserted after the events under test has arrived, everything those
+    /// events caused on this socket has arrived before it: what this returns
+    /// is all that did, and asserting on what is absent is sound.
+    pub async fn before(&mut self, marker: uuid::Uuid) -> Vec<(String, Value)> {
+        let marker = Value::String(marker.to_string());
         let mut events = Vec::new();
-        let deadline = tokio::time::Instant::now() + window;
-        while let Ok(Some(event)) = tokio::time::timeout_at(deadline, self.events.recv()).await {
-            events.push(event);
+        loop {
+            let next = tokio::time::timeout(WAIT, self.events.recv()).await;
+            let Ok(Some((event, data))) = next else {
+                let why = if next.is_ok() {
+                    "the socket closed"
+                } else {
+                    "5 s passed"
+                };
+                panic!("{why} before the marker arrived, after {events:?}");
+            };
+            if event == "notification:new" && data["id"] == marker {
+                return events;
+            }
+            events.push((event, data));
         }
-        events
+    }
+
+    /// Reads `notification:count`s until one says `count`.
+    ///
+    /// One task emits counts, each what the unread query returned when it
+    /// ran, so a later one is never older: the sequence ends at the
+    /// database's value, and a count that never gets there fails the wait.
+    pub async fn settles_at(&mut self, count: i64) {
+        self.settles_within(count, WAIT).await;
+    }
+
+    pub async fn settles_within(&mut self, count: i64, patience: Duration) {
+        let want = serde_json::json!({ "count": count });
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_within(left).await {
+                Some((event, data)) if event == "notification:count" && data == want => return,
+                Some(_) => {}
+                None => panic!("the count did not reach {count} within {patience:?}"),
+            }
+        }
     }
 
     /// Waits for the connect sequence to end.
@@ -219,24 +268,16 @@ impl SioClient {
     }
 
     pub fn is_open(&self) -> bool {
-        self.open.load(Ordering::SeqCst)
+        *self.open.borrow()
     }
 
     /// Waits until the server closes the socket.
     pub async fn closed(&self) {
-        if !self.is_open() {
-            return;
-        }
-        tokio::time::timeout(WAIT, async {
-            while self.is_open() {
-                tokio::select! {
-                    () = self.closed.notified() => {}
-                    () = tokio::time::sleep(Duration::from_millis(20)) => {}
-                }
-            }
-        })
-        .await
-        .expect("socket still open after 5 s");
+        let mut open = self.open.clone();
+        tokio::time::timeout(WAIT, open.wait_for(|open| !open))
+            .await
+            .expect("socket still open after 5 s")
+            .expect("the reader ends by saying so");
     }
 
     pub fn close(&self) {

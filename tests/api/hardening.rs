@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::helpers::{HeraldProcess, TestApp, TestDb};
+use crate::helpers::{HeraldProcess, SECRET, TestApp, TestDb, insert_user};
 
 const HANDSHAKE: &str = "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n\r\n";
 
@@ -160,13 +160,20 @@ async fn a_handshake_flood_is_refused_cheaply_while_health_answers() {
     herald.terminate();
 }
 
+/// Metrics are read from a herald process of the test's own: an in-process
+/// one shares its recorder with every other test of the process.
 #[tokio::test]
 async fn sessions_that_never_connect_hold_a_bounded_number_of_places() {
-    let app = TestApp::spawn_with(|c| {
-        c.handshakes.pending_per_address = 3;
-        c.handshakes.pending = 5;
-    })
-    .await;
+    let db = TestDb::migrated().await;
+    let app = HeraldProcess::spawn(
+        &db.url,
+        &[
+            ("HERALD_MAX_PENDING_PER_ADDRESS", "3"),
+            ("HERALD_MAX_PENDING_SESSIONS", "5"),
+        ],
+    );
+    app.wait_ready().await;
+    let refused_before = app.metric("herald_handshakes_refused_total").await;
     let a: IpAddr = "127.0.0.1".parse().unwrap();
     let b: IpAddr = "127.0.0.2".parse().unwrap();
     let mut from_a = Http::from(app.address, Some(a)).await;
@@ -187,7 +194,7 @@ async fn sessions_that_never_connect_hold_a_bounded_number_of_places() {
     );
     assert_eq!(app.metric("herald_handshakes_pending").await, 5.0);
     assert_eq!(
-        app.metric("herald_handshakes_refused_total").await,
+        app.metric("herald_handshakes_refused_total").await - refused_before,
         2.0,
         "each refusal is counted"
     );
@@ -206,16 +213,18 @@ async fn sessions_that_never_connect_hold_a_bounded_number_of_places() {
 
 #[tokio::test]
 async fn a_socket_that_connects_gives_its_pending_place_back() {
-    let app = TestApp::spawn_with(|c| {
-        c.handshakes.pending_per_address = 1;
-    })
-    .await;
-    let user = app.user("Ada", "USER", None).await;
+    let db = TestDb::migrated().await;
+    let app = HeraldProcess::spawn(&db.url, &[("HERALD_MAX_PENDING_PER_ADDRESS", "1")]);
+    app.wait_ready().await;
+    let user = insert_user(&db.client().await, "Ada", "USER", None).await;
+    let token = herald::auth::JwtConfig::hs256(SECRET.as_bytes())
+        .sign(user, Duration::from_secs(600))
+        .unwrap();
     for _ in 0..3 {
-        let mut client =
-            crate::client::connect(app.address, crate::client::Connect::token(&app.token(user)))
-                .await
-                .unwrap();
+        // With one place per address, each connect needs the last one's back.
+        let mut client = crate::client::connect(app.address, crate::client::Connect::token(&token))
+            .await
+            .unwrap();
         client.connected().await;
         client.close();
     }
@@ -224,7 +233,10 @@ async fn a_socket_that_connects_gives_its_pending_place_back() {
 
 #[tokio::test]
 async fn half_sent_and_idle_connections_are_closed_after_the_idle_timeout() {
-    let app = TestApp::spawn_with(|c| c.http_idle_timeout = Duration::from_secs(1)).await;
+    let db = TestDb::migrated().await;
+    let app = HeraldProcess::spawn(&db.url, &[("HERALD_HTTP_IDLE_TIMEOUT", "1s")]);
+    app.wait_ready().await;
+    let timed_out_before = app.metric("herald_http_idle_timeouts_total").await;
     let mut idle = Vec::new();
     for _ in 0..50 {
         idle.push(TcpStream::connect(app.address).await.unwrap());
@@ -262,7 +274,8 @@ async fn half_sent_and_idle_connections_are_closed_after_the_idle_timeout() {
             );
         }
     }
-    assert!(app.metric("herald_http_idle_timeouts_total").await >= 70.0);
+    let timed_out = app.metric("herald_http_idle_timeouts_total").await - timed_out_before;
+    assert!(timed_out >= 70.0, "{timed_out} idle timeouts counted");
 }
 
 #[tokio::test]

@@ -112,12 +112,17 @@ pub async fn connect(url: &str) -> tokio_postgres::Client {
     client
 }
 
-/// A running herald.
+/// A running herald, in this process.
+///
+/// Its metrics go to the process-wide recorder that every other `TestApp`
+/// of the process shares (`cargo test` runs all tests in one), so a test
+/// that asserts on `/metrics` runs a [`HeraldProcess`] instead.
 pub struct TestApp {
     pub address: SocketAddr,
     pub db: TestDb,
     pub pg: tokio_postgres::Client,
     pub jwt: JwtConfig,
+    tail: herald::log::tail::TailHandle,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -177,7 +182,11 @@ impl TestApp {
             .expect("bind");
         let address = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(herald::server::run(config, listener, async move {
+        let server = herald::server::Server::build(&config)
+            .await
+            .unwrap_or_else(|error| panic!("herald did not start: {error:#}"));
+        let tail = server.tail().clone();
+        let handle = tokio::spawn(server.serve(listener, async move {
             let _ = rx.await;
         }));
         let pg = db.client().await;
@@ -186,6 +195,7 @@ impl TestApp {
             db,
             pg,
             jwt,
+            tail,
             shutdown: Some(tx),
             handle: Some(handle),
         };
@@ -225,6 +235,25 @@ impl TestApp {
         self.jwt.sign(user, Duration::from_secs(3600)).unwrap()
     }
 
+    /// Asks the tail for a step and waits until one that began after the
+    /// call has dispatched: whatever was committed before the call has then
+    /// been handed to the sockets, and the tail rests until the next NOTIFY
+    /// or its tick.
+    pub async fn step(&self) {
+        let mut stepped = self.tail.stepped.clone();
+        // A step under way when called may have read before the call; the
+        // one after it has not.
+        let wanted = stepped.borrow_and_update().saturating_add(2);
+        tokio::time::timeout(crate::client::WAIT, async {
+            while *stepped.borrow_and_update() < wanted {
+                self.tail.poke.notify_one();
+                stepped.changed().await.expect("the tail stopped");
+            }
+        })
+        .await
+        .expect("the tail did not step within 5 s");
+    }
+
     /// Inserts a user; returns their id.
     pub async fn user(&self, name: &str, role: &str, sector: Option<Uuid>) -> Uuid {
         insert_user(&self.pg, name, role, sector).await
@@ -252,20 +281,6 @@ impl TestApp {
             .await
             .expect("insert broadcast")
             .get(0)
-    }
-
-    /// The sum of a metric's samples in `/metrics`.
-    pub async fn metric(&self, name: &str) -> f64 {
-        let text = reqwest::get(self.url("/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .filter(|line| line.starts_with(name) && line[name.len()..].starts_with([' ', '{']))
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
     }
 
     pub async fn unread_count(&self, user: Uuid, sector: Option<Uuid>, admin: bool) -> i64 {
@@ -564,6 +579,31 @@ impl HeraldProcess {
         panic!("herald process not ready");
     }
 
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// `/metrics` as this process exports it. Its recorder is its own, so
+    /// nothing another test does is counted in it.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("the /metrics body")
+    }
+
+    /// The sum of a metric's samples (all label sets) in [`Self::metrics`].
+    pub async fn metric(&self, name: &str) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .filter(|line| line.starts_with(name) && line[name.len()..].starts_with([' ', '{']))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// The process's resident memory, in bytes.
     pub fn rss(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
@@ -598,9 +638,18 @@ impl Drop for HeraldProcess {
 
 /// A socket of `user` that resumes from `last_event_id`.
 pub async fn resume(app: &TestApp, user: Uuid, last_event_id: &str) -> crate::client::SioClient {
-    let auth = serde_json::json!({"token": app.token(user), "lastEventId": last_event_id});
+    resume_at(app.address, &app.token(user), last_event_id).await
+}
+
+/// A socket on the herald at `address` that resumes from `last_event_id`.
+pub async fn resume_at(
+    address: SocketAddr,
+    token: &str,
+    last_event_id: &str,
+) -> crate::client::SioClient {
+    let auth = serde_json::json!({"token": token, "lastEventId": last_event_id});
     crate::client::connect(
-        app.address,
+        address,
         crate::client::Connect {
             auth: Some(auth),
             ..crate::client::Connect::default()

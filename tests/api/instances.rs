@@ -47,13 +47,24 @@ async fn two_instances_deliver_once_per_socket_share_reads_and_both_disconnect()
         .await
         .unwrap()
         .get(0);
+    // Each instance pushes in log order: a second copy of the first row
+    // would reach its socket before a marker inserted after it.
+    let marker: uuid::Uuid = pg
+        .query_one(
+            "insert into herald.notifications (user_id, title) values ($1, 'marker') returning id",
+            &[&user],
+        )
+        .await
+        .unwrap()
+        .get(0);
     for client in [&mut on_first, &mut on_second] {
-        assert_eq!(client.wait_for("notification:new").await["id"], json!(id));
-        let rest = client.drain(Duration::from_millis(400)).await;
-        assert!(
-            rest.iter().all(|(e, _)| e != "notification:new"),
-            "delivered twice: {rest:?}"
-        );
+        let pushed = client.before(marker).await;
+        let copies: Vec<_> = pushed
+            .iter()
+            .filter(|(e, _)| e == "notification:new")
+            .map(|(_, data)| &data["id"])
+            .collect();
+        assert_eq!(copies, [&json!(id)], "{pushed:?}");
     }
 
     // A read through one instance reaches the socket on the other.
@@ -63,10 +74,12 @@ async fn two_instances_deliver_once_per_socket_share_reads_and_both_disconnect()
     assert_eq!(ack["success"], true);
     let read = on_second.wait_for("notification:read").await;
     assert_eq!(read["notificationId"], json!(id));
-    assert_eq!(
-        on_second.wait_for("notification:count").await,
-        json!({"count": 0})
-    );
+    // With the marker read too, the other instance's count falls to zero.
+    let ack = on_first
+        .ack("mark.read", Some(json!({"notificationId": marker})))
+        .await;
+    assert_eq!(ack["success"], true);
+    on_second.settles_at(0).await;
 
     // Both instances record the delivery; the audit keeps one row.
     let mut rows = 0;

@@ -4,17 +4,64 @@
 //! `herald_replay_rows_read_total` and in what the client is sent.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
+use herald::auth::JwtConfig;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::client::{Connect, SioClient, connect};
-use crate::helpers::{TestApp, resume};
+use crate::helpers::{HeraldProcess, SECRET, TestDb, insert_user, resume_at};
 
 const ROWS_READ: &str = "herald_replay_rows_read_total";
 
+/// A herald process of the test's own: the metrics these tests read are
+/// process-wide, and in one process with other tests' heralds they would
+/// count those tests' resumes too.
+struct Herald {
+    process: HeraldProcess,
+    pg: tokio_postgres::Client,
+    jwt: JwtConfig,
+    address: std::net::SocketAddr,
+}
+
+impl Herald {
+    async fn start(replay_limit: Option<&str>) -> Self {
+        let db = TestDb::migrated().await;
+        let pg = db.client().await;
+        let settings: Vec<_> = replay_limit
+            .map(|limit| ("HERALD_REPLAY_LIMIT", limit))
+            .into_iter()
+            .collect();
+        let process = HeraldProcess::spawn(&db.url, &settings);
+        process.wait_ready().await;
+        Self {
+            address: process.address,
+            process,
+            pg,
+            jwt: JwtConfig::hs256(SECRET.as_bytes()),
+        }
+    }
+
+    async fn user(&self, name: &str) -> Uuid {
+        insert_user(&self.pg, name, "USER", None).await
+    }
+
+    fn token(&self, user: Uuid) -> String {
+        self.jwt.sign(user, Duration::from_secs(600)).unwrap()
+    }
+
+    async fn metric(&self, name: &str) -> f64 {
+        self.process.metric(name).await
+    }
+}
+
+async fn resume(app: &Herald, user: Uuid, last_event_id: &str) -> SioClient {
+    resume_at(app.address, &app.token(user), last_event_id).await
+}
+
 /// A fresh connection's `connection:success.lastEventId`.
-async fn position(app: &TestApp, user: Uuid) -> String {
+async fn position(app: &Herald, user: Uuid) -> String {
     let mut client = connect(app.address, Connect::token(&app.token(user)))
         .await
         .unwrap();
@@ -27,7 +74,7 @@ async fn position(app: &TestApp, user: Uuid) -> String {
 }
 
 /// `count` notifications for `user` in one statement, titled `{prefix}1`...
-async fn notify_many(app: &TestApp, user: Uuid, prefix: &str, count: i32, data_bytes: i32) {
+async fn notify_many(app: &Herald, user: Uuid, prefix: &str, count: i32, data_bytes: i32) {
     app.pg
         .execute(
             "insert into herald.notifications (user_id, title, data)
@@ -65,8 +112,8 @@ fn xmax(position: &str) -> u64 {
 
 #[tokio::test]
 async fn a_forged_position_is_reset_without_loading_the_backlog() {
-    let app = TestApp::spawn().await;
-    let user = app.user("Ada", "USER", None).await;
+    let app = Herald::start(None).await;
+    let user = app.user("Ada").await;
     let issued = position(&app, user).await;
     notify_many(&app, user, "n", 1200, 0).await;
     let ahead = xmax(&issued) + 1000;
@@ -100,8 +147,8 @@ async fn a_forged_position_is_reset_without_loading_the_backlog() {
 
 #[tokio::test]
 async fn a_resume_just_past_the_limit_is_reset_and_one_at_it_replays_in_order() {
-    let app = TestApp::spawn_with(|c| c.replay_limit = 20).await;
-    let user = app.user("Ada", "USER", None).await;
+    let app = Herald::start(Some("20")).await;
+    let user = app.user("Ada").await;
 
     let from = position(&app, user).await;
     notify_many(&app, user, "over", 21, 0).await;
@@ -134,9 +181,9 @@ async fn a_resume_just_past_the_limit_is_reset_and_one_at_it_replays_in_order() 
 #[tokio::test]
 async fn a_replay_past_its_byte_budget_or_far_behind_the_log_is_reset() {
     // Limit 4: a budget of 16 KiB of payloads, and 400 log entries read at most.
-    let app = TestApp::spawn_with(|c| c.replay_limit = 4).await;
-    let user = app.user("Ada", "USER", None).await;
-    let other = app.user("Bob", "USER", None).await;
+    let app = Herald::start(Some("4")).await;
+    let user = app.user("Ada").await;
+    let other = app.user("Bob").await;
 
     let from = position(&app, user).await;
     notify_many(&app, user, "big", 3, 8 * 1024).await;

@@ -9,8 +9,6 @@ use uuid::Uuid;
 use crate::client::{Connect, connect};
 use crate::helpers::{TestApp, resume};
 
-const QUIET: Duration = Duration::from_millis(400);
-
 #[tokio::test]
 async fn a_resume_replays_exactly_the_missed_events_in_order_and_nothing_twice() {
     let app = TestApp::spawn().await;
@@ -62,21 +60,26 @@ async fn a_resume_replays_exactly_the_missed_events_in_order_and_nothing_twice()
     );
     let success = client.expect("connection:success").await;
     assert_eq!(success["unreadCount"], 1);
+    let marker = app.notify(user, "marker").await;
+    let again = client.before(marker).await;
     assert!(
-        client.drain(QUIET).await.is_empty(),
-        "a replayed event came again live"
+        again.is_empty(),
+        "a replayed event came again live: {again:?}"
     );
 
-    // From connection:success's position, a later resume replays only what follows it.
+    // From connection:success's position, a later resume replays only what
+    // follows it: the marker and n4.
     let position = success["lastEventId"].as_str().unwrap().to_owned();
     client.close();
     drop(client);
     let n4 = app.notify(user, "n4").await;
     let mut client = resume(&app, user, &position).await;
+    assert_eq!(client.expect("notification:new").await["id"], json!(marker));
     assert_eq!(client.expect("notification:new").await["id"], json!(n4));
     assert_eq!(
         client.expect("notification:count").await,
-        json!({"count": 2})
+        json!({"count": 3}),
+        "n3, the marker and n4"
     );
     client.expect("connection:success").await;
 }
@@ -93,50 +96,68 @@ async fn reconnecting_while_writes_are_in_flight_misses_and_doubles_nothing() {
         .unwrap()
         .to_owned();
 
+    // The writer keeps up to WINDOW rows ahead of what the client has
+    // received, so every reconnect leaves rows in flight, whatever the pace.
+    const ROWS: usize = 300;
+    const WINDOW: usize = 40;
+    let (received_tx, mut received_rx) = tokio::sync::watch::channel(0_usize);
     let writer = {
         let url = app.db.url.clone();
         tokio::spawn(async move {
             let pg = crate::helpers::connect(&url).await;
             let mut ids = HashSet::new();
-            for i in 0..300 {
+            for i in 0..ROWS {
+                let behind = received_rx.wait_for(|&got| got + WINDOW > i);
+                tokio::time::timeout(crate::client::WAIT, behind)
+                    .await
+                    .expect("the client stopped receiving")
+                    .expect("the client is gone");
                 let id: Uuid = pg
                     .query_one("insert into herald.notifications (user_id, title) values ($1, $2) returning id", &[&user, &format!("w{i}")])
                     .await
                     .unwrap()
                     .get(0);
                 ids.insert(id);
-                tokio::time::sleep(Duration::from_millis(3)).await;
             }
             ids
         })
     };
 
+    // The last row written is the last in the log: when it has arrived,
+    // everything before it has (or is missing for good).
+    let last = format!("w{}", ROWS - 1);
     let mut received: Vec<Uuid> = Vec::new();
     let mut reconnects = 0;
     let mut since_reconnect = 0;
     loop {
-        match tokio::time::timeout(Duration::from_millis(1500), client.next()).await {
-            Ok((event, data)) => {
-                if event == "notification:new" {
-                    received.push(data["id"].as_str().unwrap().parse().unwrap());
-                    since_reconnect += 1;
-                }
-                // Live events move the position; connection:success sets it.
-                if event == "connection:success" {
-                    position = data["lastEventId"].as_str().unwrap().to_owned();
-                } else if let Some(id) = data.get("eventId").and_then(Value::as_str) {
-                    position = id.to_owned();
-                }
-                if since_reconnect >= 37 {
-                    // Drop the connection abruptly, with unread events in flight.
-                    drop(client);
-                    client = resume(&app, user, &position).await;
-                    reconnects += 1;
-                    since_reconnect = 0;
-                }
+        let (event, data) = client.next().await;
+        if event == "notification:new" {
+            received.push(data["id"].as_str().unwrap().parse().unwrap());
+            received_tx.send_replace(received.len());
+            since_reconnect += 1;
+            if data["title"] == last.as_str() {
+                break;
             }
-            Err(_) if writer.is_finished() => break,
-            Err(_) => {}
+        }
+        // Live events move the position; connection:success sets it.
+        if event == "connection:success" {
+            position = data["lastEventId"].as_str().unwrap().to_owned();
+        } else if let Some(id) = data.get("eventId").and_then(Value::as_str) {
+            position = id.to_owned();
+        }
+        if since_reconnect >= 37 {
+            // Drop the connection abruptly, with unread events in flight.
+            drop(client);
+            client = resume(&app, user, &position).await;
+            reconnects += 1;
+            since_reconnect = 0;
+        }
+    }
+    // Anything delivered twice would have arrived by a marker inserted now.
+    let marker = app.notify(user, "marker").await;
+    for (event, data) in client.before(marker).await {
+        if event == "notification:new" {
+            received.push(data["id"].as_str().unwrap().parse().unwrap());
         }
     }
     let written = writer.await.unwrap();
@@ -170,8 +191,11 @@ async fn a_pruned_or_malformed_position_gets_sync_reset_then_the_pending_push() 
     client.close();
     drop(client);
     let n = app.notify(user, "kept, its event pruned").await;
+    // Pruning waits for the clock: events older than the retention (0.8 s)
+    // go on the next pass (every 0.2 s). Polled for up to 10 s, far more
+    // than the 1 s that takes, for a loaded machine.
     let mut left = 1;
-    for _ in 0..100 {
+    for _ in 0..200 {
         left = app
             .pg
             .query_one("select count(*) from herald.events", &[])

@@ -382,14 +382,27 @@ async fn one_insert_select_of_a_thousand_rows_logs_a_thousand_events_and_wakes_a
         .get(0);
     assert_eq!(count, 1000);
 
-    let first = tokio::time::timeout(Duration::from_secs(5), notifications.recv())
+    // PostgreSQL delivers notifications in commit order, so a marker sent
+    // in a later transaction arrives after every wake-up the insert made.
+    async fn next(
+        notifications: &mut tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+    ) -> (String, String) {
+        tokio::time::timeout(Duration::from_secs(5), notifications.recv())
+            .await
+            .expect("a notification within 5 s")
+            .expect("the listening connection is up")
+    }
+    let wake = ("herald_events".to_owned(), String::new());
+    let marker = |payload: &str| ("herald_events".to_owned(), payload.to_owned());
+    pg.batch_execute("notify herald_events, 'after the insert'")
         .await
-        .unwrap()
         .unwrap();
-    assert_eq!(first, ("herald_events".to_owned(), String::new()));
-    // Anything further would arrive with the first; give it ample time.
-    let more = tokio::time::timeout(Duration::from_millis(500), notifications.recv()).await;
-    assert!(more.is_err(), "a second wake-up arrived: {more:?}");
+    assert_eq!(next(&mut notifications).await, wake);
+    assert_eq!(
+        next(&mut notifications).await,
+        marker("after the insert"),
+        "a second wake-up arrived"
+    );
 
     // A statement that writes nothing wakes nobody.
     pg.execute(
@@ -398,10 +411,13 @@ async fn one_insert_select_of_a_thousand_rows_logs_a_thousand_events_and_wakes_a
     )
     .await
     .unwrap();
-    assert!(
-        tokio::time::timeout(Duration::from_millis(300), notifications.recv())
-            .await
-            .is_err()
+    pg.batch_execute("notify herald_events, 'after nothing'")
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut notifications).await,
+        marker("after nothing"),
+        "an empty insert woke the listener"
     );
 }
 
@@ -647,6 +663,11 @@ async fn a_delivery_batch_waits_for_a_delete_in_flight_and_leaves_no_orphan() {
         let mut deleter = sector.db.client().await;
         let transaction = deleter.transaction().await.unwrap();
         transaction.batch_execute(&delete).await.unwrap();
+        let deleter_pid: i32 = transaction
+            .query_one("select pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0);
 
         let writer = sector.pool.get().await.unwrap();
         let now = time::OffsetDateTime::now_utc();
@@ -661,8 +682,28 @@ async fn a_delivery_batch_waits_for_a_delete_in_flight_and_leaves_no_orphan() {
             )
             .await
         });
-        // The batch locks what it refers to, so it waits for the delete...
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        // The batch locks what it refers to, so it waits for the delete:
+        // PostgreSQL shows a backend blocked by the deleter's...
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let blocked: i64 = pg
+                .query_one(
+                    "select count(*) from pg_stat_activity where $1 = any (pg_blocking_pids(pid))",
+                    &[&deleter_pid],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if blocked > 0 {
+                break;
+            }
+            assert!(!batch.is_finished(), "batch did not wait for: {delete}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "batch neither finished nor waited for: {delete}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         assert!(!batch.is_finished(), "batch did not wait for: {delete}");
         transaction.commit().await.unwrap();
         // ...and then skips the rows the delete removed.
