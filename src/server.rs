@@ -59,6 +59,8 @@ impl Server {
     async fn build(config: &Config) -> anyhow::Result<Self> {
         // Counted from the first event on, not from the first scrape.
         crate::telemetry::metrics::handle();
+        // Keys from an identity provider first: without them nobody can connect.
+        config.jwt.load_keys().await?;
         if config.migrate {
             db::migrate(&config.database_url).await?;
         }
@@ -70,6 +72,9 @@ impl Server {
         let (delivery_queue, delivery_writer) =
             deliveries::start(pool.clone(), config.delivery_queue, stop.clone());
         supervisor.spawn("delivery-writer", delivery_writer);
+        if let Some(refresh) = config.jwt.refresh_keys(stop.clone()) {
+            supervisor.spawn("jwks-refresh", refresh);
+        }
         let presence = Arc::new(Presence::default());
         let counts = Counts::default();
         let expiries = Arc::new(Expiries::default());

@@ -13,6 +13,7 @@ mod hardening;
 mod health;
 mod helpers;
 mod instances;
+mod jwks;
 mod logs;
 mod replay_limits;
 mod rest;
