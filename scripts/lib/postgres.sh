@@ -47,10 +47,11 @@ pg_ensure_binaries() {
   PG_BIN=$(pg_bindir) || { pg_log "error: postgresql installed but no server binaries found"; return 1; }
 }
 
-# Runs a PostgreSQL binary as the cluster's owner.
+# Runs a PostgreSQL binary as the cluster's owner (as root from /, since
+# postgres may not be allowed into the current directory).
 pg_as_owner() {
   if [ "$(id -u)" -eq 0 ]; then
-    runuser -u postgres -- "$@"
+    (cd / && runuser -u postgres -- "$@")
   else
     "$@"
   fi
