@@ -7,12 +7,14 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 
 use crate::auth::jwks::{JwksOptions, JwksUrl};
 use crate::auth::{DEFAULT_USER_CLAIM, JwtConfig, JwtKeyError};
+use crate::http::tls::Certificates;
 
 pub mod values;
 
@@ -263,6 +265,13 @@ pub struct ServeArgs {
     /// Bearer token `/metrics` asks for; unset, `/metrics` is open.
     #[arg(long, env = "HERALD_METRICS_TOKEN", hide_env_values = true, value_parser = secret)]
     pub metrics_token: Option<String>,
+    /// PEM certificate chain; with HERALD_TLS_KEY_FILE, herald serves HTTPS
+    /// and WSS itself (reread on SIGHUP).
+    #[arg(long, env = "HERALD_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of HERALD_TLS_CERT_FILE's certificate.
+    #[arg(long, env = "HERALD_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
     /// Skip the migrations on start.
     #[arg(long)]
     pub no_migrate: bool,
@@ -303,12 +312,15 @@ pub struct Config {
     pub handshakes: HandshakeBounds,
     /// The Bearer token `/metrics` asks for, when set.
     pub metrics_token: Option<String>,
+    /// HTTPS and WSS with this certificate, when set; plain HTTP otherwise.
+    pub tls: Option<Arc<Certificates>>,
     pub migrate: bool,
 }
 
 impl ServeArgs {
     /// The configuration: each setting is already parsed; what is left are
-    /// the checks that involve several (the keys, the LISTEN URL's default).
+    /// the checks that involve several (the keys, the TLS pair, the LISTEN
+    /// URL's default).
     pub fn config(&self) -> Result<Config, ConfigError> {
         let database_url = self.database.url()?;
         Ok(Config {
@@ -339,8 +351,27 @@ impl ServeArgs {
                 pending_per_address: self.max_pending_per_address,
             },
             metrics_token: self.metrics_token.clone(),
+            tls: self.tls()?,
             migrate: !self.no_migrate,
         })
+    }
+
+    /// Both TLS files or neither; a pair that does not load names its file.
+    fn tls(&self) -> Result<Option<Arc<Certificates>>, ConfigError> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => Certificates::load(cert.clone(), key.clone())
+                .map(|certificates| Some(Arc::new(certificates)))
+                .map_err(|e| ConfigError::invalid(e.var(), e.reason())),
+            (Some(_), None) => Err(ConfigError::Missing {
+                var: "HERALD_TLS_KEY_FILE",
+                hint: "HERALD_TLS_CERT_FILE needs the certificate's private key beside it",
+            }),
+            (None, Some(_)) => Err(ConfigError::Missing {
+                var: "HERALD_TLS_CERT_FILE",
+                hint: "HERALD_TLS_KEY_FILE needs its certificate chain beside it",
+            }),
+        }
     }
 }
 

@@ -52,6 +52,8 @@ struct Server {
     app: Router,
     io: SocketIo,
     limits: listen::Limits,
+    /// HTTPS and WSS when set; plain HTTP otherwise.
+    tls: Option<tokio_rustls::TlsAcceptor>,
     supervisor: Supervisor,
 }
 
@@ -147,6 +149,22 @@ impl Server {
         let app =
             http::guard_socket_io(routes.layer(socket_layer), guard).layer(http::trace_layer());
 
+        let tls = match &config.tls {
+            Some(certificates) => {
+                supervisor.spawn(
+                    "tls-reload",
+                    certificates
+                        .clone()
+                        .reload_on_hangup(supervisor.stop().clone()),
+                );
+                Some(
+                    certificates
+                        .acceptor()
+                        .map_err(|e| anyhow::anyhow!("setting TLS up: {e}"))?,
+                )
+            }
+            None => None,
+        };
         let descriptors = listen::raise_descriptor_limit();
         let limits = listen::Limits {
             idle_timeout: config.http_idle_timeout,
@@ -158,6 +176,7 @@ impl Server {
             app,
             io,
             limits,
+            tls,
             supervisor,
         })
     }
@@ -171,11 +190,17 @@ impl Server {
             app,
             io,
             limits,
+            tls,
             mut supervisor,
         } = self;
         let stop = supervisor.stop().clone();
         let address = listener.local_addr()?;
-        tracing::info!(%address, max_connections = limits.max_connections, "herald listening");
+        tracing::info!(
+            %address,
+            max_connections = limits.max_connections,
+            tls = tls.is_some(),
+            "herald listening"
+        );
 
         // Stop accepting on the signal or on a task's failure, whichever
         // comes first; closing the sockets lets their connections end.
@@ -190,7 +215,7 @@ impl Server {
                 io.close().await;
             }
         };
-        let served = listen::serve(listener, app, limits, closing);
+        let served = listen::serve(listener, app, limits, tls, closing);
         let drained = async {
             stop.cancelled().await;
             tokio::time::sleep(DRAIN).await;

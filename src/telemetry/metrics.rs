@@ -185,3 +185,14 @@ pub fn jwks_keys(count: usize) {
 pub fn jwks_refetch_skipped() {
     counter!("herald_jwks_refetches_skipped_total").increment(1);
 }
+
+/// A SIGHUP's reload of the TLS certificate, by outcome.
+pub fn tls_reloaded(ok: bool) {
+    let outcome = if ok { "ok" } else { "failed" };
+    counter!("herald_tls_reloads_total", "outcome" => outcome).increment(1);
+}
+
+/// A TLS handshake that failed or did not finish within the idle timeout.
+pub fn tls_handshake_failed() {
+    counter!("herald_tls_handshake_failures_total").increment(1);
+}

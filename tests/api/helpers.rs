@@ -152,6 +152,7 @@ pub fn config(db: &TestDb) -> Config {
             pending_per_address: 100_000,
         },
         metrics_token: None,
+        tls: None,
         migrate: true,
     }
 }
@@ -582,6 +583,20 @@ impl HeraldProcess {
             .args(["-TERM", &self.child.id().to_string()])
             .status();
         self.child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+
+    /// Sends a signal, such as `HUP`, to the process.
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name}");
+    }
+
+    /// Whether the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     pub fn log_text(&self) -> String {

@@ -21,3 +21,4 @@ mod resume;
 mod roles;
 mod schema;
 mod security;
+mod tls;
