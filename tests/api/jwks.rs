@@ -110,6 +110,7 @@ struct Provider {
     answer: Arc<Mutex<Answer>>,
     /// The label of every answer given, in order.
     served: Arc<Mutex<Vec<&'static str>>>,
+    tls: bool,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -118,13 +119,27 @@ const CERTS: &str = "/realms/herald/protocol/openid-connect/certs";
 impl Provider {
     async fn start(answer: Answer) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        Self::serve(listener, Arc::new(Mutex::new(answer)), Arc::default())
+        Self::serve(listener, Arc::new(Mutex::new(answer)), Arc::default(), None)
+    }
+
+    /// The endpoint over HTTPS with this certificate.
+    async fn start_tls(answer: Answer, cert: &std::path::Path, key: &std::path::Path) -> Self {
+        let certificates = herald::http::tls::Certificates::load(cert.into(), key.into()).unwrap();
+        let acceptor = Arc::new(certificates).acceptor().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(
+            listener,
+            Arc::new(Mutex::new(answer)),
+            Arc::default(),
+            Some(acceptor),
+        )
     }
 
     fn serve(
         listener: tokio::net::TcpListener,
         answer: Arc<Mutex<Answer>>,
         served: Arc<Mutex<Vec<&'static str>>>,
+        tls: Option<tokio_rustls::TlsAcceptor>,
     ) -> Self {
         use axum::http::{StatusCode, header};
         use axum::response::IntoResponse;
@@ -153,23 +168,48 @@ impl Provider {
                 }),
             )
         };
+        let https = tls.is_some();
         let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            match tls {
+                None => {
+                    let _ = axum::serve(listener, app).await;
+                }
+                Some(tls) => {
+                    let limits = herald::http::listen::Limits {
+                        idle_timeout: Duration::from_secs(10),
+                        max_connections: 64,
+                    };
+                    herald::http::listen::serve(
+                        listener,
+                        app,
+                        limits,
+                        Some(tls),
+                        std::future::pending(),
+                    )
+                    .await;
+                }
+            }
         });
         Self {
             address,
             answer,
             served,
+            tls: https,
             task,
         }
     }
 
+    fn base(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.address)
+    }
+
     fn url(&self) -> String {
-        format!("http://{}{CERTS}", self.address)
+        format!("{}{CERTS}", self.base())
     }
 
     fn issuer(&self) -> String {
-        format!("http://{}/realms/herald", self.address)
+        format!("{}/realms/herald", self.base())
     }
 
     fn set(&self, answer: Answer) {
@@ -213,7 +253,7 @@ impl StoppedProvider {
     async fn restart(self, answer: Answer) -> Provider {
         *self.answer.lock().unwrap() = answer;
         let listener = tokio::net::TcpListener::bind(self.address).await.unwrap();
-        Provider::serve(listener, self.answer, self.served)
+        Provider::serve(listener, self.answer, self.served, None)
     }
 }
 
@@ -738,4 +778,51 @@ fn base64_url(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+// Two workers: HeraldProcess::spawn blocks one while the provider answers on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_provider_is_trusted_through_the_system_roots_or_ssl_cert_file() {
+    let ca = crate::tls::TestCa::new();
+    let (cert, key) = ca.issue("provider", "3001");
+    let rsa = ProviderKey::rsa();
+    let provider = Provider::start_tls(Answer::Keys("v1", document(&[&rsa])), &cert, &key).await;
+    let db = TestDb::migrated().await;
+    let pg = db.client().await;
+    let user = crate::helpers::insert_user(&pg, "Ada", "USER", None).await;
+    let (url, issuer) = (provider.url(), provider.issuer());
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+
+    // Signed by a CA nobody told herald to trust: serve does not start.
+    let env = [
+        ("DATABASE_URL", db.url.clone()),
+        ("JWT_JWKS_URL", url.clone()),
+    ];
+    let (ok, stderr) = tokio::task::spawn_blocking(move || serve_once(&env))
+        .await
+        .unwrap();
+    assert!(!ok && stderr.lines().count() == 1, "{stderr}");
+    assert!(
+        stderr.contains("JWT_JWKS_URL") && stderr.contains("certificate"),
+        "{stderr}"
+    );
+
+    // SSL_CERT_FILE names the bundle to trust, as for any rustls-native-certs program.
+    let ca_file = ca.ca_file().display().to_string();
+    let herald = crate::helpers::HeraldProcess::spawn(
+        &db.url,
+        &[
+            ("JWT_SECRET", ""),
+            ("JWT_JWKS_URL", &url),
+            ("JWT_ISSUER", &issuer),
+            ("JWT_AUDIENCE", AUDIENCE),
+            ("SSL_CERT_FILE", &ca_file),
+        ],
+    );
+    herald.wait_ready().await;
+    let mut client = connect(herald.address, Connect::token(&rsa.token(&issuer, user)))
+        .await
+        .expect("an RS256 token from the HTTPS provider connects");
+    assert_eq!(client.connected().await["userId"], json!(user));
+    assert_eq!(provider.requests(), 1);
 }
