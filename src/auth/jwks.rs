@@ -193,7 +193,7 @@ impl KeySet {
     pub fn new(options: JwksOptions) -> Result<Self, JwksError> {
         let client = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::limited(3))
+            .redirect(reqwest::redirect::Policy::custom(redirect))
             .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| JwksError::Client(one_line(&e)))?;
@@ -360,6 +360,23 @@ impl KeySet {
                 Ok(body)
             }
         }
+    }
+}
+
+/// Follows a few redirects, never from `https://` to anything else: keys
+/// fetched over TLS must not come from a connection that has none.
+fn redirect(attempt: reqwest::redirect::Attempt<'_>) -> reqwest::redirect::Action {
+    let downgrade = attempt
+        .previous()
+        .first()
+        .is_some_and(|first| first.scheme() == "https")
+        && attempt.url().scheme() != "https";
+    if downgrade {
+        attempt.error("refusing a redirect from https:// to another scheme")
+    } else if attempt.previous().len() > 3 {
+        attempt.error("more than 3 redirects")
+    } else {
+        attempt.follow()
     }
 }
 

@@ -2,6 +2,7 @@
 //! port 0, serving real keys (tests/fixtures/jwt), the way Keycloak or
 //! Auth0 publish theirs.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -146,27 +147,38 @@ impl Provider {
         let address = listener.local_addr().unwrap();
         let app = {
             let (answer, served) = (answer.clone(), served.clone());
-            axum::Router::new().route(
-                CERTS,
-                axum::routing::get(move || {
-                    let answer = answer.lock().unwrap().clone();
-                    let served = served.clone();
-                    async move {
-                        // No keep-alive: a stopped provider refuses the next fetch.
-                        let close = [(header::CONNECTION, "close")];
-                        match answer {
-                            Answer::Keys(label, keys) => {
-                                served.lock().unwrap().push(label);
-                                (close, axum::Json(json!({ "keys": keys }))).into_response()
-                            }
-                            Answer::Status(code) => {
-                                served.lock().unwrap().push("status");
-                                (close, StatusCode::from_u16(code).unwrap()).into_response()
+            axum::Router::new()
+                .route(
+                    "/moved",
+                    axum::routing::get(
+                        |axum::extract::Query(to): axum::extract::Query<
+                            HashMap<String, String>,
+                        >| async move {
+                            axum::response::Redirect::temporary(&to["to"])
+                        },
+                    ),
+                )
+                .route(
+                    CERTS,
+                    axum::routing::get(move || {
+                        let answer = answer.lock().unwrap().clone();
+                        let served = served.clone();
+                        async move {
+                            // No keep-alive: a stopped provider refuses the next fetch.
+                            let close = [(header::CONNECTION, "close")];
+                            match answer {
+                                Answer::Keys(label, keys) => {
+                                    served.lock().unwrap().push(label);
+                                    (close, axum::Json(json!({ "keys": keys }))).into_response()
+                                }
+                                Answer::Status(code) => {
+                                    served.lock().unwrap().push("status");
+                                    (close, StatusCode::from_u16(code).unwrap()).into_response()
+                                }
                             }
                         }
-                    }
-                }),
-            )
+                    }),
+                )
         };
         let https = tls.is_some();
         let task = tokio::spawn(async move {
@@ -809,6 +821,24 @@ async fn an_https_provider_is_trusted_through_the_system_roots_or_ssl_cert_file(
 
     // SSL_CERT_FILE names the bundle to trust, as for any rustls-native-certs program.
     let ca_file = ca.ca_file().display().to_string();
+
+    // Trusted, but redirected to plain HTTP: refused, not followed.
+    let plain = Provider::start(Answer::Keys("plain", document(&[&rsa]))).await;
+    let moved = format!("{}/moved?to={}", provider.base(), plain.url());
+    let env = [
+        ("DATABASE_URL", db.url.clone()),
+        ("JWT_JWKS_URL", moved),
+        ("SSL_CERT_FILE", ca_file.clone()),
+    ];
+    let (ok, stderr) = tokio::task::spawn_blocking(move || serve_once(&env))
+        .await
+        .unwrap();
+    assert!(
+        !ok && stderr.contains("refusing a redirect from https://"),
+        "{stderr}"
+    );
+    assert_eq!(plain.requests(), 0);
+
     let herald = crate::helpers::HeraldProcess::spawn(
         &db.url,
         &[
