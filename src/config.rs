@@ -7,17 +7,23 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 
-use crate::auth::{JwtConfig, JwtKeyError};
+use crate::auth::jwks::{JwksOptions, JwksUrl};
+use crate::auth::{DEFAULT_USER_CLAIM, JwtConfig, JwtKeyError};
+use crate::http::tls::Certificates;
 
 pub mod values;
 
 pub use crate::audience::AdminRoles;
 pub use values::{CorsOrigins, HandshakeBounds, Rate};
-use values::{boolean, count, duration, ip, port, positive_duration, postgres_url, secret, size};
+use values::{
+    boolean, claim, count, duration, ip, port, positive_duration, postgres_url, refresh_period,
+    secret, size,
+};
 
 /// A setting that is missing or malformed. The message names the variable.
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +66,7 @@ impl DatabaseArgs {
 /// How tokens are checked (and, for `herald token`, signed).
 #[derive(Debug, Clone, Args)]
 pub struct JwtArgs {
-    /// HS256 key; required unless JWT_PUBLIC_KEY_FILE is set.
+    /// HS256 key; one of JWT_SECRET, JWT_PUBLIC_KEY_FILE, JWT_JWKS_URL.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
     /// PEM public key that verifies tokens (with JWT_ALGORITHM).
@@ -72,6 +78,15 @@ pub struct JwtArgs {
     /// RS256, ES256 or EdDSA (with JWT_PUBLIC_KEY_FILE).
     #[arg(long, env = "JWT_ALGORITHM")]
     pub jwt_algorithm: Option<String>,
+    /// An identity provider's JWKS document (https://, http:// or file://).
+    #[arg(long, env = "JWT_JWKS_URL")]
+    pub jwt_jwks_url: Option<JwksUrl>,
+    /// How often the JWKS document is fetched again.
+    #[arg(long, env = "JWT_JWKS_REFRESH", default_value = "10m", value_parser = refresh_period)]
+    pub jwt_jwks_refresh: Duration,
+    /// The claim that holds the herald user id.
+    #[arg(long, env = "JWT_USER_CLAIM", default_value = DEFAULT_USER_CLAIM, value_parser = claim)]
+    pub jwt_user_claim: String,
     /// Required `iss` claim, when set.
     #[arg(long, env = "JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
@@ -84,63 +99,95 @@ pub struct JwtArgs {
 }
 
 impl JwtArgs {
+    /// The keys: exactly one source of them must be set.
     pub fn config(&self) -> Result<JwtConfig, ConfigError> {
-        let leeway = self.jwt_leeway;
         let issuer = non_empty(self.jwt_issuer.as_deref());
         let audience = non_empty(self.jwt_audience.as_deref());
+        let secret = non_empty(self.jwt_secret.as_deref());
+        let sources = [
+            ("JWT_SECRET", secret.is_some()),
+            ("JWT_PUBLIC_KEY_FILE", self.jwt_public_key_file.is_some()),
+            ("JWT_JWKS_URL", self.jwt_jwks_url.is_some()),
+        ];
+        let set: Vec<&str> = sources
+            .iter()
+            .filter(|(_, set)| *set)
+            .map(|(name, _)| *name)
+            .collect();
         let config = match (
+            set.as_slice(),
+            &self.jwt_jwks_url,
             &self.jwt_public_key_file,
-            non_empty(self.jwt_secret.as_deref()),
+            secret,
         ) {
-            (Some(path), _) => {
-                let algorithm = self.jwt_algorithm.as_deref().ok_or(ConfigError::Missing {
-                    var: "JWT_ALGORITHM",
-                    hint: "name the public key's algorithm: RS256, ES256 or EdDSA",
-                })?;
-                let public = read_key("JWT_PUBLIC_KEY_FILE", path)?;
-                let private = match &self.jwt_private_key_file {
-                    Some(path) => Some(read_key("JWT_PRIVATE_KEY_FILE", path)?),
-                    None => None,
-                };
-                JwtConfig::asymmetric(algorithm, &public, private.as_deref()).map_err(
-                    |e| match e {
-                        JwtKeyError::Algorithm(reason) => {
-                            ConfigError::invalid("JWT_ALGORITHM", reason)
-                        }
-                        JwtKeyError::PublicKey(reason) => {
-                            ConfigError::invalid("JWT_PUBLIC_KEY_FILE", reason)
-                        }
-                        JwtKeyError::PrivateKey(reason) => {
-                            ConfigError::invalid("JWT_PRIVATE_KEY_FILE", reason)
-                        }
-                    },
-                )?
-            }
-            (None, Some(secret)) => {
-                if let Some(algorithm) = non_empty(self.jwt_algorithm.as_deref())
-                    && algorithm != "HS256"
-                {
-                    return Err(ConfigError::invalid(
-                        "JWT_ALGORITHM",
-                        format!("{algorithm} needs JWT_PUBLIC_KEY_FILE; JWT_SECRET is for HS256"),
-                    ));
-                }
-                if secret.len() < 16 {
-                    return Err(ConfigError::invalid(
-                        "JWT_SECRET",
-                        "use at least 16 bytes (32 random bytes recommended)",
-                    ));
-                }
-                JwtConfig::hs256(secret.as_bytes())
-            }
-            (None, None) => {
+            ([], ..) => {
                 return Err(ConfigError::Missing {
                     var: "JWT_SECRET",
-                    hint: "set JWT_SECRET (HS256) or JWT_PUBLIC_KEY_FILE with JWT_ALGORITHM",
+                    hint: "set JWT_SECRET (HS256), JWT_PUBLIC_KEY_FILE with JWT_ALGORITHM, or JWT_JWKS_URL",
                 });
             }
+            ([_], Some(url), ..) => self.jwks(url)?,
+            ([_], _, Some(path), _) => self.public_key(path)?,
+            ([_], _, _, Some(secret)) => self.secret(secret)?,
+            (several, ..) => {
+                return Err(ConfigError::invalid(
+                    several[1],
+                    format!("set one key source only, not {}", several.join(" and ")),
+                ));
+            }
         };
-        Ok(config.with_claims(issuer, audience, leeway))
+        Ok(config
+            .with_claims(issuer, audience, self.jwt_leeway)
+            .with_user_claim(&self.jwt_user_claim))
+    }
+
+    fn secret(&self, secret: &str) -> Result<JwtConfig, ConfigError> {
+        if let Some(algorithm) = non_empty(self.jwt_algorithm.as_deref())
+            && algorithm != "HS256"
+        {
+            return Err(ConfigError::invalid(
+                "JWT_ALGORITHM",
+                format!("{algorithm} needs JWT_PUBLIC_KEY_FILE; JWT_SECRET is for HS256"),
+            ));
+        }
+        if secret.len() < 16 {
+            return Err(ConfigError::invalid(
+                "JWT_SECRET",
+                "use at least 16 bytes (32 random bytes recommended)",
+            ));
+        }
+        Ok(JwtConfig::hs256(secret.as_bytes()))
+    }
+
+    fn public_key(&self, path: &std::path::Path) -> Result<JwtConfig, ConfigError> {
+        let algorithm = self.jwt_algorithm.as_deref().ok_or(ConfigError::Missing {
+            var: "JWT_ALGORITHM",
+            hint: "name the public key's algorithm: RS256, ES256 or EdDSA",
+        })?;
+        let public = read_key("JWT_PUBLIC_KEY_FILE", path)?;
+        let private = match &self.jwt_private_key_file {
+            Some(path) => Some(read_key("JWT_PRIVATE_KEY_FILE", path)?),
+            None => None,
+        };
+        JwtConfig::asymmetric(algorithm, &public, private.as_deref()).map_err(|e| match e {
+            JwtKeyError::Algorithm(reason) => ConfigError::invalid("JWT_ALGORITHM", reason),
+            JwtKeyError::PublicKey(reason) => ConfigError::invalid("JWT_PUBLIC_KEY_FILE", reason),
+            JwtKeyError::PrivateKey(reason) => ConfigError::invalid("JWT_PRIVATE_KEY_FILE", reason),
+        })
+    }
+
+    fn jwks(&self, url: &JwksUrl) -> Result<JwtConfig, ConfigError> {
+        // Each JWK names its algorithm; a second source of truth could only disagree.
+        if let Some(algorithm) = non_empty(self.jwt_algorithm.as_deref()) {
+            return Err(ConfigError::invalid(
+                "JWT_ALGORITHM",
+                format!(
+                    "{algorithm}: with JWT_JWKS_URL each key names its own algorithm; unset JWT_ALGORITHM"
+                ),
+            ));
+        }
+        JwtConfig::jwks(JwksOptions::new(url.clone(), self.jwt_jwks_refresh))
+            .map_err(|e| ConfigError::invalid("JWT_JWKS_URL", e.to_string()))
     }
 }
 
@@ -219,6 +266,13 @@ pub struct ServeArgs {
     /// Bearer token `/metrics` asks for; unset, `/metrics` is open.
     #[arg(long, env = "HERALD_METRICS_TOKEN", hide_env_values = true, value_parser = secret)]
     pub metrics_token: Option<String>,
+    /// PEM certificate chain; with HERALD_TLS_KEY_FILE, herald serves HTTPS
+    /// and WSS itself (reread on SIGHUP).
+    #[arg(long, env = "HERALD_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of HERALD_TLS_CERT_FILE's certificate.
+    #[arg(long, env = "HERALD_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
     /// Skip the migrations on start.
     #[arg(long)]
     pub no_migrate: bool,
@@ -259,12 +313,15 @@ pub struct Config {
     pub handshakes: HandshakeBounds,
     /// The Bearer token `/metrics` asks for, when set.
     pub metrics_token: Option<String>,
+    /// HTTPS and WSS with this certificate, when set; plain HTTP otherwise.
+    pub tls: Option<Arc<Certificates>>,
     pub migrate: bool,
 }
 
 impl ServeArgs {
     /// The configuration: each setting is already parsed; what is left are
-    /// the checks that involve several (the keys, the LISTEN URL's default).
+    /// the checks that involve several (the keys, the TLS pair, the LISTEN
+    /// URL's default).
     pub fn config(&self) -> Result<Config, ConfigError> {
         let database_url = self.database.url()?;
         Ok(Config {
@@ -295,8 +352,27 @@ impl ServeArgs {
                 pending_per_address: self.max_pending_per_address,
             },
             metrics_token: self.metrics_token.clone(),
+            tls: self.tls()?,
             migrate: !self.no_migrate,
         })
+    }
+
+    /// Both TLS files or neither; a pair that does not load names its file.
+    fn tls(&self) -> Result<Option<Arc<Certificates>>, ConfigError> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => Certificates::load(cert.clone(), key.clone())
+                .map(|certificates| Some(Arc::new(certificates)))
+                .map_err(|e| ConfigError::invalid(e.var(), e.reason())),
+            (Some(_), None) => Err(ConfigError::Missing {
+                var: "HERALD_TLS_KEY_FILE",
+                hint: "HERALD_TLS_CERT_FILE needs the certificate's private key beside it",
+            }),
+            (None, Some(_)) => Err(ConfigError::Missing {
+                var: "HERALD_TLS_CERT_FILE",
+                hint: "HERALD_TLS_KEY_FILE needs its certificate chain beside it",
+            }),
+        }
     }
 }
 
@@ -330,6 +406,69 @@ mod tests {
         assert!(!serve.args.trust_proxy);
         assert_eq!(serve.args.handshake_rate_limit.burst, 300);
         assert_eq!(serve.args.admin_roles.names(), ["ADMIN", "SUPER_ADMIN"]);
+    }
+
+    fn jwt_args(pairs: &[(&str, &str)]) -> Result<JwtArgs, clap::Error> {
+        #[derive(Debug, Parser)]
+        struct Jwt {
+            #[command(flatten)]
+            jwt: JwtArgs,
+        }
+        let mut argv = vec!["herald".to_owned()];
+        for (flag, value) in pairs {
+            argv.push(format!("--{flag}={value}"));
+        }
+        Jwt::try_parse_from(argv).map(|parsed| parsed.jwt)
+    }
+
+    fn jwt_error(pairs: &[(&str, &str)]) -> String {
+        jwt_args(pairs).unwrap().config().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn exactly_one_key_source() {
+        let secret = ("jwt-secret", "0123456789abcdef0123");
+        let jwks = ("jwt-jwks-url", "https://id.example/certs");
+        let public = ("jwt-public-key-file", "/nonexistent.pem");
+        assert!(jwt_args(&[secret]).unwrap().config().is_ok());
+        assert!(jwt_args(&[jwks]).unwrap().config().is_ok());
+        let err = jwt_error(&[secret, jwks]);
+        assert!(
+            err.starts_with(
+                "invalid JWT_JWKS_URL: set one key source only, not JWT_SECRET and JWT_JWKS_URL"
+            ),
+            "{err}"
+        );
+        let err = jwt_error(&[public, jwks]);
+        assert!(err.starts_with("invalid JWT_JWKS_URL:"), "{err}");
+        let err = jwt_error(&[]);
+        assert!(err.starts_with("JWT_SECRET is required"), "{err}");
+        // With JWKS each key names its algorithm.
+        let err = jwt_error(&[jwks, ("jwt-algorithm", "RS256")]);
+        assert!(err.starts_with("invalid JWT_ALGORITHM:"), "{err}");
+    }
+
+    #[test]
+    fn jwks_settings_are_parsed_to_their_types() {
+        let jwks = ("jwt-jwks-url", "https://id.example/certs");
+        for pairs in [
+            vec![("jwt-jwks-url", "ftp://id.example/certs")],
+            vec![("jwt-jwks-url", "certs.json")],
+            vec![jwks, ("jwt-jwks-refresh", "often")],
+            vec![jwks, ("jwt-jwks-refresh", "100ms")],
+            vec![jwks, ("jwt-user-claim", " ")],
+        ] {
+            let error = jwt_args(&pairs).unwrap_err();
+            assert_eq!(
+                error.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{pairs:?}"
+            );
+        }
+        let args = jwt_args(&[("jwt-jwks-url", "file:///etc/herald/jwks.json")]).unwrap();
+        assert_eq!(args.jwt_jwks_refresh, Duration::from_secs(600));
+        assert_eq!(args.jwt_user_claim, "sub");
+        assert!(args.config().is_ok());
     }
 
     #[test]

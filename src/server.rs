@@ -56,6 +56,8 @@ pub struct Server {
     app: Router,
     io: SocketIo,
     limits: listen::Limits,
+    /// HTTPS and WSS when set; plain HTTP otherwise.
+    tls: Option<tokio_rustls::TlsAcceptor>,
     supervisor: Supervisor,
     tail: TailHandle,
 }
@@ -65,6 +67,8 @@ impl Server {
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
         // Counted from the first event on, not from the first scrape.
         crate::telemetry::metrics::handle();
+        // Keys from an identity provider first: without them nobody can connect.
+        config.jwt.load_keys().await?;
         if config.migrate {
             db::migrate(&config.database_url).await?;
         }
@@ -76,6 +80,9 @@ impl Server {
         let (delivery_queue, delivery_writer) =
             deliveries::start(pool.clone(), config.delivery_queue, stop.clone());
         supervisor.spawn("delivery-writer", delivery_writer);
+        if let Some(refresh) = config.jwt.refresh_keys(stop.clone()) {
+            supervisor.spawn("jwks-refresh", refresh);
+        }
         let presence = Arc::new(Presence::default());
         let counts = Counts::default();
         let expiries = Arc::new(Expiries::default());
@@ -148,6 +155,22 @@ impl Server {
         let app =
             http::guard_socket_io(routes.layer(socket_layer), guard).layer(http::trace_layer());
 
+        let tls = match &config.tls {
+            Some(certificates) => {
+                supervisor.spawn(
+                    "tls-reload",
+                    certificates
+                        .clone()
+                        .reload_on_hangup(supervisor.stop().clone()),
+                );
+                Some(
+                    certificates
+                        .acceptor()
+                        .map_err(|e| anyhow::anyhow!("setting TLS up: {e}"))?,
+                )
+            }
+            None => None,
+        };
         let descriptors = listen::raise_descriptor_limit();
         let limits = listen::Limits {
             idle_timeout: config.http_idle_timeout,
@@ -159,6 +182,7 @@ impl Server {
             app,
             io,
             limits,
+            tls,
             supervisor,
             tail: tail_handle,
         })
@@ -179,12 +203,18 @@ impl Server {
             app,
             io,
             limits,
+            tls,
             mut supervisor,
             tail: _,
         } = self;
         let stop = supervisor.stop().clone();
         let address = listener.local_addr()?;
-        tracing::info!(%address, max_connections = limits.max_connections, "herald listening");
+        tracing::info!(
+            %address,
+            max_connections = limits.max_connections,
+            tls = tls.is_some(),
+            "herald listening"
+        );
 
         // Stop accepting on the signal or on a task's failure, whichever
         // comes first; closing the sockets lets their connections end.
@@ -199,7 +229,7 @@ impl Server {
                 io.close().await;
             }
         };
-        let served = listen::serve(listener, app, limits, closing);
+        let served = listen::serve(listener, app, limits, tls, closing);
         let drained = async {
             stop.cancelled().await;
             tokio::time::sleep(DRAIN).await;

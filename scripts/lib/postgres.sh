@@ -4,7 +4,10 @@
 # herald needs a PostgreSQL it can own. These functions find the machine's
 # server binaries (installing Debian's package when there are none and we are
 # root), create a cluster in a folder of our own, and start or stop it. initdb
-# refuses to run as root, so as root the cluster belongs to the `postgres` user.
+# refuses to run as root, so as root the cluster belongs to the `postgres` user
+# and must live where that user can reach it; any other user owns its cluster.
+# Clusters listen on 127.0.0.1 only, with no Unix socket (a socket path inside
+# a deep checkout can exceed the kernel's 107-byte limit).
 
 pg_log() { printf '%s\n' "$*" >&2; }
 
@@ -44,10 +47,11 @@ pg_ensure_binaries() {
   PG_BIN=$(pg_bindir) || { pg_log "error: postgresql installed but no server binaries found"; return 1; }
 }
 
-# Runs a PostgreSQL binary as the cluster's owner.
+# Runs a PostgreSQL binary as the cluster's owner (as root from /, since
+# postgres may not be allowed into the current directory).
 pg_as_owner() {
   if [ "$(id -u)" -eq 0 ]; then
-    runuser -u postgres -- "$@"
+    (cd / && runuser -u postgres -- "$@")
   else
     "$@"
   fi
@@ -64,15 +68,50 @@ s.close()
 PY
 }
 
+# As root, makes sure the `postgres` user exists (it owns root's clusters).
+pg_ensure_owner() {
+  [ "$(id -u)" -eq 0 ] || return 0
+  id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
+}
+
+# pg_owner_can_enter DIR: can the cluster's owner reach DIR? Always, unless
+# we are root and DIR lies under a folder `postgres` may not traverse (a
+# home directory of mode 700, such as /root).
+pg_owner_can_enter() {
+  [ "$(id -u)" -eq 0 ] || return 0
+  pg_ensure_owner
+  runuser -u postgres -- test -x "$1" 2>/dev/null
+}
+
+# pg_data_dir STATE_DIR: where the cluster kept for STATE_DIR (a folder of
+# the caller's, such as a checkout's .herald) lives: STATE_DIR/pg when its
+# owner can reach it; otherwise (root, checkout out of postgres's reach)
+# /var/lib/herald/NAME-HASH/pg, which the caller links from STATE_DIR/pg. An
+# existing link is followed, so a moved checkout keeps its cluster.
+pg_data_dir() {
+  local state=$1 name hash
+  if [ -L "$state/pg" ]; then
+    readlink "$state/pg"
+  elif pg_owner_can_enter "$state"; then
+    printf '%s\n' "$state/pg"
+  else
+    name=$(basename "$(dirname "$state")" | tr -c 'A-Za-z0-9._\n-' '_')
+    hash=$(printf '%s' "$state" | sha256sum | cut -c1-12)
+    printf '%s\n' "${HERALD_PG_ROOT:-/var/lib/herald}/$name-$hash/pg"
+  fi
+}
+
 # pg_init DATADIR: creates a cluster in DATADIR unless one is there already.
 pg_init() {
   local data=$1
   [ -f "$data/PG_VERSION" ] && return 0
-  mkdir -p "$data"
+  (umask 022 && mkdir -p "$data")
   if [ "$(id -u)" -eq 0 ]; then
-    id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
+    pg_ensure_owner
     chown postgres: "$data"
     chmod 700 "$data"
+    pg_owner_can_enter "$data" || {
+      pg_log "error: the postgres user cannot reach $data; put the cluster where it can"; return 1; }
   fi
   pg_as_owner "$PG_BIN/initdb" --pgdata="$data" --username=postgres --auth=trust \
     --encoding=UTF8 --locale=C.UTF-8 >"$data.initdb.log" 2>&1 || {
@@ -84,7 +123,7 @@ pg_start() {
   local data=$1 port=$2
   pg_as_owner "$PG_BIN/pg_ctl" --pgdata="$data" --wait --timeout=60 \
     --log="$data/server.log" \
-    -o "-c port=$port -c listen_addresses=127.0.0.1 -c unix_socket_directories='$data' -c max_connections=200 -c fsync=${PG_FSYNC:-on}" \
+    -o "-c port=$port -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c max_connections=200 -c fsync=${PG_FSYNC:-on}" \
     start >/dev/null || {
     pg_log "error: PostgreSQL did not start; its log:"; tail -n 30 "$data/server.log" >&2; return 1; }
 }

@@ -110,6 +110,26 @@ pub fn positive_duration(raw: &str) -> Result<Duration, String> {
     }
 }
 
+/// How often a JWKS document is fetched: `1s` at least, so a typo cannot
+/// make herald poll the provider in a loop.
+pub fn refresh_period(raw: &str) -> Result<Duration, String> {
+    match duration(raw)? {
+        short if short < Duration::from_secs(1) => {
+            Err("use at least 1s (the default is 10m)".into())
+        }
+        period => Ok(period),
+    }
+}
+
+/// A claim name, such as `sub`.
+pub fn claim(raw: &str) -> Result<String, String> {
+    let name = raw.trim();
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return Err(format!("{raw:?} is not a claim name such as sub"));
+    }
+    Ok(name.to_owned())
+}
+
 /// A whole number from `MIN` to `MAX`.
 pub fn count<const MIN: u32, const MAX: u32>(raw: &str) -> Result<u32, String> {
     raw.trim()
@@ -215,5 +235,9 @@ mod tests {
         assert_eq!(boolean("yes"), Ok(true));
         assert!(boolean("maybe").is_err());
         assert!(secret("short").is_err());
+        assert_eq!(refresh_period("1s"), Ok(Duration::from_secs(1)));
+        assert!(refresh_period("100ms").is_err());
+        assert_eq!(claim(" uid "), Ok("uid".to_owned()));
+        assert!(claim(" ").is_err() && claim("a b").is_err());
     }
 }

@@ -286,7 +286,7 @@ async fn refresh(
     let result = async {
         let session = admit(&socket)?;
         let request: RefreshRequest = parse(payload(data), "{token: string}")?;
-        let verified = gateway.jwt.verify(&request.token).map_err(|e| {
+        let verified = gateway.jwt.verify(&request.token).await.map_err(|e| {
             AckError::InvalidToken(match e {
                 crate::auth::TokenError::Expired => "token expired",
                 crate::auth::TokenError::Invalid => "token invalid",

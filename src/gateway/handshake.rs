@@ -136,7 +136,7 @@ async fn verify(
     peer: Option<std::net::IpAddr>,
 ) -> Result<Session, Refusal> {
     let token = token(auth, socket.req_parts())?;
-    let verified = gateway.jwt.verify(&token)?;
+    let verified = gateway.jwt.verify(&token).await?;
     if let Some(peer) = peer
         && !gateway.connects.allow(peer)
     {

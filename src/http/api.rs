@@ -153,7 +153,7 @@ impl FromRequestParts<Gateway> for Caller {
             message: "the token does not verify",
         };
         let token = crate::gateway::handshake::bearer(header).map_err(|_| invalid)?;
-        let verified = gateway.jwt.verify(&token).map_err(|e| match e {
+        let verified = gateway.jwt.verify(&token).await.map_err(|e| match e {
             TokenError::Expired => ApiError::Unauthorized {
                 code: "token_expired",
                 message: "the token has expired",

@@ -12,6 +12,8 @@
 //! - Running out of file descriptors refuses connections instead of leaving
 //!   them in the kernel's backlog: a spare descriptor is given up to accept
 //!   and close one, then taken again.
+//! - With TLS ([`super::tls`]) each connection's handshake runs in its own
+//!   task, within `idle_timeout` like a request head, before HTTP begins.
 //!
 //! It must never do: a blocking wait in the loop, or an `accept` that a full
 //! process can stall.
@@ -29,7 +31,7 @@ use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tower::ServiceExt;
 
@@ -84,12 +86,14 @@ pub fn default_max_connections(descriptor_limit: u64) -> usize {
         .max(16)
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then lets open
-/// requests finish and returns once every connection has closed.
+/// Serves `app` on `listener` (over TLS when `tls` is set) until `shutdown`
+/// resolves, then lets open requests finish and returns once every
+/// connection has closed.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     // Turn the router's handlers into services once, here. Served as it is,
@@ -144,8 +148,26 @@ pub async fn serve(
         };
         let closing = closing.subscribe();
         let done = done.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            connection.serve(stream, peer, local, closing).await;
+            match tls {
+                None => connection.serve(stream, peer, local, closing).await,
+                Some(tls) => {
+                    // Bounded like a request head: a client that never
+                    // finishes its hello holds nothing for long.
+                    match tokio::time::timeout(connection.timeout, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => connection.serve(stream, peer, local, closing).await,
+                        Ok(Err(error)) => {
+                            metrics::tls_handshake_failed();
+                            tracing::debug!(%peer, %error, "TLS handshake failed");
+                        }
+                        Err(_) => {
+                            metrics::tls_handshake_failed();
+                            metrics::connection_timed_out();
+                        }
+                    }
+                }
+            }
             drop(done);
         });
     }
@@ -168,13 +190,15 @@ struct Connection {
 }
 
 impl Connection {
-    async fn serve(
+    async fn serve<S>(
         self,
-        stream: TcpStream,
+        stream: S,
         peer: SocketAddr,
         local: LocalAddr,
         mut closing: watch::Receiver<bool>,
-    ) {
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         metrics::connection_opened();
         let service = self.app.map_request(move |mut request: Request<Incoming>| {
             let extensions = request.extensions_mut();

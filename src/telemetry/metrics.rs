@@ -156,3 +156,43 @@ pub fn handshake_refused(reason: &'static str) {
 pub fn handshakes_pending(sessions: usize) {
     gauge!("herald_handshakes_pending").set(sessions as f64);
 }
+
+/// JWKS counters start at zero once keys come from a provider.
+pub fn jwks_started() {
+    for trigger in ["start", "schedule", "unknown_kid"] {
+        counter!("herald_jwks_fetches_total", "trigger" => trigger).increment(0);
+        counter!("herald_jwks_fetch_failures_total", "trigger" => trigger).increment(0);
+    }
+    counter!("herald_jwks_refetches_skipped_total").increment(0);
+}
+
+pub fn jwks_fetched(trigger: &'static str, ok: bool) {
+    counter!("herald_jwks_fetches_total", "trigger" => trigger).increment(1);
+    if !ok {
+        counter!("herald_jwks_fetch_failures_total", "trigger" => trigger).increment(1);
+    }
+}
+
+pub fn jwks_keys(count: usize) {
+    gauge!("herald_jwks_keys").set(count as f64);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    gauge!("herald_jwks_updated_timestamp_seconds").set(now);
+}
+
+pub fn jwks_refetch_skipped() {
+    counter!("herald_jwks_refetches_skipped_total").increment(1);
+}
+
+/// A SIGHUP's reload of the TLS certificate, by outcome.
+pub fn tls_reloaded(ok: bool) {
+    let outcome = if ok { "ok" } else { "failed" };
+    counter!("herald_tls_reloads_total", "outcome" => outcome).increment(1);
+}
+
+/// A TLS handshake that failed or did not finish within the idle timeout.
+pub fn tls_handshake_failed() {
+    counter!("herald_tls_handshake_failures_total").increment(1);
+}

@@ -26,8 +26,8 @@ fn herald() -> Command {
     command
 }
 
-#[test]
-fn token_prints_a_jwt_that_verifies_with_the_configured_secret() {
+#[tokio::test]
+async fn token_prints_a_jwt_that_verifies_with_the_configured_secret() {
     let user = Uuid::new_v4();
     let token = stdout_of(
         herald()
@@ -36,6 +36,7 @@ fn token_prints_a_jwt_that_verifies_with_the_configured_secret() {
     );
     let verified = herald::auth::JwtConfig::hs256(SECRET.as_bytes())
         .verify(token.trim())
+        .await
         .unwrap();
     assert_eq!(verified.user_id, user);
     let ttl = verified.expires_at - herald::auth::unix_now();
@@ -44,6 +45,7 @@ fn token_prints_a_jwt_that_verifies_with_the_configured_secret() {
     assert!(
         herald::auth::JwtConfig::hs256(b"some-other-secret-entirely")
             .verify(token.trim())
+            .await
             .is_err()
     );
 }
@@ -206,8 +208,8 @@ async fn send_inserts_the_row_it_describes() {
     assert_eq!(count, 2);
 }
 
-#[test]
-fn asymmetric_keys_sign_and_verify_and_refuse_algorithm_switching() {
+#[tokio::test]
+async fn asymmetric_keys_sign_and_verify_and_refuse_algorithm_switching() {
     let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt");
     for (algorithm, name) in [("RS256", "rsa"), ("ES256", "es256"), ("EdDSA", "ed25519")] {
         let public = format!("{fixtures}/{name}.pub.pem");
@@ -221,7 +223,7 @@ fn asymmetric_keys_sign_and_verify_and_refuse_algorithm_switching() {
         let pem = std::fs::read(&public).unwrap();
         let jwt = herald::auth::JwtConfig::asymmetric(algorithm, &pem, None).unwrap();
         assert_eq!(
-            jwt.verify(token.trim()).unwrap().user_id,
+            jwt.verify(token.trim()).await.unwrap().user_id,
             user,
             "{algorithm}"
         );
@@ -233,7 +235,7 @@ fn asymmetric_keys_sign_and_verify_and_refuse_algorithm_switching() {
         )
         .unwrap();
         assert_eq!(
-            jwt.verify(&forged),
+            jwt.verify(&forged).await,
             Err(herald::auth::TokenError::Invalid),
             "{algorithm}"
         );
@@ -242,7 +244,7 @@ fn asymmetric_keys_sign_and_verify_and_refuse_algorithm_switching() {
             .sign(user, std::time::Duration::from_secs(60))
             .unwrap();
         assert_eq!(
-            jwt.verify(&hs),
+            jwt.verify(&hs).await,
             Err(herald::auth::TokenError::Invalid),
             "{algorithm}"
         );

@@ -56,7 +56,31 @@ impl Connect {
 
 /// Connects; `Err` carries the `connect_error` message.
 pub async fn connect(address: SocketAddr, options: Connect) -> Result<SioClient, String> {
-    let mut url = format!("ws://{address}/socket.io/?EIO=4&transport=websocket");
+    let request = upgrade_request(&format!("ws://{address}"), &options);
+    let (ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .map_err(|e| format!("websocket: {e}"))?;
+    join(ws, options).await
+}
+
+/// Connects over a stream the caller opened (a TLS session, say); `base`
+/// is the URL's start, such as `wss://localhost:4000`.
+pub async fn connect_over<S>(stream: S, base: &str, options: Connect) -> Result<SioClient, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let request = upgrade_request(base, &options);
+    let (ws, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .map_err(|e| format!("websocket: {e}"))?;
+    join(ws, options).await
+}
+
+fn upgrade_request(
+    base: &str,
+    options: &Connect,
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    let mut url = format!("{base}/socket.io/?EIO=4&transport=websocket");
     if let Some(query) = &options.query {
         url.push('&');
         url.push_str(query);
@@ -68,9 +92,17 @@ pub async fn connect(address: SocketAddr, options: Connect) -> Result<SioClient,
             http::HeaderValue::from_str(value).unwrap(),
         );
     }
-    let (ws, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .map_err(|e| format!("websocket: {e}"))?;
+    request
+}
+
+/// Joins the namespace over an open WebSocket.
+async fn join<S>(
+    ws: tokio_tungstenite::WebSocketStream<S>,
+    options: Connect,
+) -> Result<SioClient, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sink, mut stream) = ws.split();
 
     // Engine.IO open packet, then the namespace connect.

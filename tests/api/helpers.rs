@@ -157,6 +157,7 @@ pub fn config(db: &TestDb) -> Config {
             pending_per_address: 100_000,
         },
         metrics_token: None,
+        tls: None,
         migrate: true,
     }
 }
@@ -205,6 +206,24 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.address)
+    }
+
+    /// The sum of a metric's samples in this process's `/metrics`. The
+    /// recorder is process-wide: it is this test's alone because nextest
+    /// runs each test in a process of its own (scripts/test always uses
+    /// nextest). Tests that can use a `HeraldProcess` should; this is for the
+    /// ones that need a knob only the library offers (JWKS's refetch window).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = reqwest::get(self.url("/metrics"))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("the /metrics body");
+        text.lines()
+            .filter(|line| line.starts_with(name) && line[name.len()..].starts_with([' ', '{']))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 
     async fn wait_ready(&self) {
@@ -622,6 +641,20 @@ impl HeraldProcess {
             .args(["-TERM", &self.child.id().to_string()])
             .status();
         self.child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+
+    /// Sends a signal, such as `HUP`, to the process.
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name}");
+    }
+
+    /// Whether the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     pub fn log_text(&self) -> String {

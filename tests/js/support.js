@@ -4,6 +4,7 @@
 
 const { spawn, execFileSync } = require('node:child_process');
 const { randomUUID } = require('node:crypto');
+const https = require('node:https');
 const readline = require('node:readline');
 const { Client } = require('pg');
 
@@ -24,8 +25,19 @@ async function createDatabase() {
   return ADMIN_URL.replace(/\/[^/]*$/, `/${name}`);
 }
 
-// Starts herald on a fresh database; resolves once it listens.
-async function startHerald(env = {}) {
+// GET over HTTPS, trusting `ca` only; resolves with the status.
+function httpsStatus(url, ca) {
+  return new Promise((resolve, reject) => {
+    https.get(url, { ca }, (response) => {
+      response.resume();
+      resolve(response.statusCode);
+    }).on('error', reject);
+  });
+}
+
+// Starts herald on a fresh database; resolves once it listens. With `ca`,
+// herald serves TLS (env names its files) and `url` is https://.
+async function startHerald(env = {}, { ca } = {}) {
   const databaseUrl = await createDatabase();
   const child = spawn(BIN, ['serve'], {
     env: {
@@ -57,11 +69,13 @@ async function startHerald(env = {}) {
   });
   const pg = new Client({ connectionString: databaseUrl });
   await pg.connect();
-  const url = `http://${address}`;
+  const url = `${ca ? 'https' : 'http'}://${address}`;
+  const ready = ca
+    ? () => httpsStatus(`${url}/health/ready`, ca).catch(() => null)
+    : () => fetch(`${url}/health/ready`).then((r) => r.status, () => null);
   // Wait for readiness (the listener connects right after the bind).
   for (let i = 0; i < 100; i++) {
-    const response = await fetch(`${url}/health/ready`).catch(() => null);
-    if (response && response.status === 200) break;
+    if ((await ready()) === 200) break;
     await new Promise((r) => setTimeout(r, 50));
   }
   return {
