@@ -7,14 +7,12 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 
 use crate::auth::jwks::{JwksOptions, JwksUrl};
 use crate::auth::{DEFAULT_USER_CLAIM, JwtConfig, JwtKeyError};
-use crate::http::tls::Certificates;
 
 pub mod values;
 
@@ -24,6 +22,14 @@ use values::{
     boolean, claim, count, duration, ip, port, positive_duration, postgres_url, refresh_period,
     secret, size,
 };
+
+/// Where the certificate chain and its key are read from (and reread on
+/// SIGHUP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
 
 /// A setting that is missing or malformed. The message names the variable.
 #[derive(Debug, thiserror::Error)]
@@ -314,7 +320,7 @@ pub struct Config {
     /// The Bearer token `/metrics` asks for, when set.
     pub metrics_token: Option<String>,
     /// HTTPS and WSS with this certificate, when set; plain HTTP otherwise.
-    pub tls: Option<Arc<Certificates>>,
+    pub tls: Option<TlsFiles>,
     pub migrate: bool,
 }
 
@@ -357,13 +363,15 @@ impl ServeArgs {
         })
     }
 
-    /// Both TLS files or neither; a pair that does not load names its file.
-    fn tls(&self) -> Result<Option<Arc<Certificates>>, ConfigError> {
+    /// Both TLS files or neither; the server loads them, and a pair that
+    /// does not load names its file.
+    fn tls(&self) -> Result<Option<TlsFiles>, ConfigError> {
         match (&self.tls_cert_file, &self.tls_key_file) {
             (None, None) => Ok(None),
-            (Some(cert), Some(key)) => Certificates::load(cert.clone(), key.clone())
-                .map(|certificates| Some(Arc::new(certificates)))
-                .map_err(|e| ConfigError::invalid(e.var(), e.reason())),
+            (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            })),
             (Some(_), None) => Err(ConfigError::Missing {
                 var: "HERALD_TLS_KEY_FILE",
                 hint: "HERALD_TLS_CERT_FILE needs the certificate's private key beside it",

@@ -18,7 +18,8 @@ use socketioxide::SocketIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
+use crate::http::tls::Certificates;
 use crate::gateway::admission::Admission;
 use crate::gateway::counts::Counts;
 use crate::gateway::dispatch::Dispatcher;
@@ -65,6 +66,15 @@ pub struct Server {
 impl Server {
     /// Migrates (when configured), connects and starts the background tasks.
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        // Before anything else, so a bad file stops herald with one line
+        // naming its setting and nothing migrated.
+        let certificates = match &config.tls {
+            Some(files) => Some(Arc::new(
+                Certificates::load(files.cert.clone(), files.key.clone())
+                    .map_err(|e| ConfigError::invalid(e.var(), e.reason()))?,
+            )),
+            None => None,
+        };
         // Counted from the first event on, not from the first scrape.
         crate::telemetry::metrics::handle();
         // Keys from an identity provider first: without them nobody can connect.
@@ -155,7 +165,7 @@ impl Server {
         let app =
             http::guard_socket_io(routes.layer(socket_layer), guard).layer(http::trace_layer());
 
-        let tls = match &config.tls {
+        let tls = match certificates {
             Some(certificates) => {
                 supervisor.spawn(
                     "tls-reload",
