@@ -1,11 +1,56 @@
-//! Reads of the event log outside the tail (replays for resuming clients)
-//! and its retention.
+//! Reads of the event log: the tail's LISTEN and steps, replays for
+//! resuming clients, and the log's retention.
 
 use deadpool_postgres::GenericClient;
 use tokio_postgres::types::{FromSql, ToSql, Type};
 
 use super::inbox::Inbox;
-use crate::log::{Event, Position, Snapshot};
+use crate::log::{Event, Position, RowError, Snapshot};
+
+/// The NOTIFY channel the triggers wake herald on.
+pub const CHANNEL: &str = "herald_events";
+
+/// Subscribes the tail's connection to [`CHANNEL`].
+#[tracing::instrument(skip_all)]
+pub async fn listen(client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
+    client.batch_execute(&format!("listen {CHANNEL}")).await
+}
+
+/// Prepares sql/events_step.sql once per tail connection.
+#[tracing::instrument(skip_all)]
+pub async fn prepare_step(
+    client: &tokio_postgres::Client,
+) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
+    client
+        .prepare(include_str!("../../sql/events_step.sql"))
+        .await
+}
+
+/// One step of the tail: the current snapshot and every event that became
+/// visible since `from`, in (tx, id) order, each read or refused on its own
+/// so that one bad row cannot hide the others.
+#[tracing::instrument(skip_all)]
+pub async fn step(
+    client: &tokio_postgres::Client,
+    statement: &tokio_postgres::Statement,
+    from: &Snapshot,
+) -> anyhow::Result<(Snapshot, Vec<Result<Event, RowError>>)> {
+    let rows = client.query(statement, &[&from.to_string()]).await?;
+    // The step's left join yields a row (with a null id) even when no
+    // event is new, so the snapshot always comes back.
+    let first = rows
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("the step query returned no snapshot"))?;
+    let end = super::snapshot_column(first, "snapshot")?;
+    let mut events = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let id: Option<i64> = row.try_get("id")?;
+        if id.is_some() {
+            events.push(Event::from_row(row));
+        }
+    }
+    Ok((end, events))
+}
 
 /// The events addressed to `inbox` that a client at `from` has not been
 /// sent, as visible in `at`, in (tx, id) order; at most `limit`.

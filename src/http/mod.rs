@@ -297,7 +297,7 @@ async fn live() -> Json<serde_json::Value> {
 async fn ready(State(state): State<HttpState>) -> Response {
     let database = async {
         let client = state.pool.get().await?;
-        client.simple_query("select 1").await?;
+        crate::db::ping(&client).await?;
         anyhow::Ok(())
     };
     let database_up = matches!(
