@@ -1,11 +1,13 @@
 //! Reads of the event log: the tail's LISTEN and steps, replays for
-//! resuming clients, and the log's retention.
+//! resuming clients, and the deletes behind the log's retention.
 
 use deadpool_postgres::GenericClient;
 use tokio_postgres::types::{FromSql, ToSql, Type};
 
+use super::event::{Event, RowError};
 use super::inbox::Inbox;
-use crate::log::{Event, Position, RowError, Snapshot};
+use super::position::Position;
+use super::snapshot::Snapshot;
 
 /// The NOTIFY channel the triggers wake herald on.
 pub const CHANNEL: &str = "herald_events";
@@ -212,6 +214,7 @@ impl<'a> FromSql<'a> for EncodedLen {
 }
 
 /// Deletes up to `batch` events older than `older_than`; how many.
+#[tracing::instrument(skip_all, fields(batch = batch))]
 pub async fn prune(
     client: &impl GenericClient,
     older_than: std::time::Duration,
@@ -228,30 +231,11 @@ pub async fn prune(
 
 /// Events of transactions below this may have been pruned: a position whose
 /// snapshot's `xmin` lies below it can no longer be replayed.
+#[tracing::instrument(skip_all)]
 pub async fn pruned_through(client: &impl GenericClient) -> anyhow::Result<u64> {
     let statement = client
         .prepare_cached("select pruned_through_tx::text from herald.event_retention")
         .await?;
     let text: String = client.query_one(&statement, &[]).await?.try_get(0)?;
     Ok(text.parse()?)
-}
-
-/// One batch of `herald.prune_notifications`.
-pub async fn prune_notifications(
-    client: &impl GenericClient,
-    older_than: std::time::Duration,
-    batch: i32,
-) -> Result<crate::log::retention::Removed, tokio_postgres::Error> {
-    let statement = client
-        .prepare_cached("select * from herald.prune_notifications(make_interval(secs => $1), $2)")
-        .await?;
-    let row = client
-        .query_one(&statement, &[&older_than.as_secs_f64(), &batch])
-        .await?;
-    let count = |column: &str| row.try_get::<_, i32>(column).map(|n| n.max(0) as u64);
-    Ok(crate::log::retention::Removed {
-        notifications: count("notifications")?,
-        receipts: count("receipts")?,
-        deliveries: count("deliveries")?,
-    })
 }

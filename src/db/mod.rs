@@ -5,16 +5,19 @@
 //! never assembles SQL from strings.
 
 pub mod deliveries;
+pub mod event;
 pub mod events;
 pub mod inbox;
 pub mod notifications;
+pub mod position;
+pub mod snapshot;
 pub mod users;
 
 use anyhow::Context;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, RecyclingMethod};
 use tokio_postgres::NoTls;
 
-use crate::log::Snapshot;
+pub use snapshot::Snapshot;
 
 pub use deadpool_postgres::Pool;
 
