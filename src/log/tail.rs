@@ -300,6 +300,10 @@ async fn read_step(
             // allowed to stall the log for everyone.
             Err(error) => {
                 let (id, kind) = error.event().unzip();
+                let label = kind
+                    .and_then(super::Kind::parse)
+                    .map_or("unknown", super::Kind::as_str);
+                crate::telemetry::metrics::event_skipped(label, "unreadable");
                 tracing::error!(event.id = id, event.kind = kind, error = %error, "skipping unreadable event row");
             }
         }
