@@ -7,7 +7,9 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-/// A notification as `notification:new` carries it.
+/// A notification as `notification:new` carries it. The event log's
+/// payload is built in SQL (`herald.notification_json`) and parsed into
+/// this; tests/api/payload.rs fails when the two disagree on a field.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Notification {

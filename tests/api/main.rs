@@ -14,6 +14,7 @@ mod health;
 mod helpers;
 mod instances;
 mod logs;
+mod payload;
 mod replay_limits;
 mod rest;
 mod resume;
