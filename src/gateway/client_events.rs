@@ -18,7 +18,7 @@ use super::session::Session;
 use crate::db::inbox::Inbox;
 use crate::names::on;
 use crate::telemetry::metrics;
-use crate::wire::{self, Failure};
+use crate::wire::{self, ErrorCode, Failure};
 
 /// Why a client event failed; each variant is an ack error code.
 #[derive(Debug, thiserror::Error)]
@@ -36,13 +36,13 @@ pub enum AckError {
 }
 
 impl AckError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::InvalidPayload(_) => "invalid_payload",
-            Self::NotFound => "not_found",
-            Self::InvalidToken(_) => "invalid_token",
-            Self::RateLimited => "rate_limited",
-            Self::Internal(_) => "internal",
+            Self::InvalidPayload(_) => ErrorCode::InvalidPayload,
+            Self::NotFound => ErrorCode::NotFound,
+            Self::InvalidToken(_) => ErrorCode::InvalidToken,
+            Self::RateLimited => ErrorCode::RateLimited,
+            Self::Internal(_) => ErrorCode::Internal,
         }
     }
 }
@@ -91,13 +91,13 @@ fn answer(socket: &SocketRef, ack: AckSender, event: &'static str, result: AckRe
             ack.send(&value)
         }
         Err(error) => {
-            metrics::client_event(event, error.code());
+            metrics::client_event(event, error.code().as_str());
             match &error {
                 AckError::Internal(cause) => {
                     tracing::error!(socket.id = %socket.id, event, error = format!("{cause:#}"), "client event failed")
                 }
                 _ => {
-                    tracing::debug!(socket.id = %socket.id, event, code = error.code(), "client event refused")
+                    tracing::debug!(socket.id = %socket.id, event, code = error.code().as_str(), "client event refused")
                 }
             }
             ack.send(&Failure::new(error.code(), error.to_string()))
@@ -346,7 +346,7 @@ mod fuzz {
                 parse::<RefreshRequest>(data.clone(), "").map(|_| ()),
             ] {
                 if let Err(error) = result {
-                    prop_assert_eq!(error.code(), "invalid_payload");
+                    prop_assert_eq!(error.code(), ErrorCode::InvalidPayload);
                 }
             }
             if let Some(cursor) = data.as_str() {
