@@ -75,6 +75,62 @@ pub struct ConnectionSuccess {
     pub last_event_id: String,
 }
 
+/// One page of notifications, newest first.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Page {
+    pub items: Vec<ListedNotification>,
+    /// Pass as `before` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+// The acks below answer the socket's client events, and ReadAck and
+// ReadAllAck the REST API too. `success` is always true in them; a failure
+// is a `Failure`. Their doc comments are the OpenAPI descriptions, so which
+// request each answers is said in plain comments.
+
+// `mark.read`, and `POST /api/notifications/{id}/read`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadAck {
+    pub success: bool,
+    pub notification_id: Uuid,
+    /// When the caller (first) read it, RFC 3339.
+    pub read_at: String,
+}
+
+// `mark.all_read`, and `POST /api/notifications/read-all`.
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+pub struct ReadAllAck {
+    pub success: bool,
+    /// How many became read.
+    pub count: u64,
+}
+
+/// `mark.delivered`.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveredAck {
+    pub success: bool,
+    pub notification_id: Uuid,
+}
+
+/// `notifications.list`: a [`Page`] with `success`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListAck {
+    pub success: bool,
+    #[serde(flatten)]
+    pub page: Page,
+}
+
+/// `auth.refresh`: when the refreshed session now expires.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefreshAck {
+    pub success: bool,
+    pub expires_at: String,
+}
+
 /// `{}`: the payload of `sync:reset` and `session:expired`.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Empty {}

@@ -19,7 +19,7 @@ use crate::auth::TokenError;
 use crate::db::{self, inbox::Inbox};
 use crate::gateway::Gateway;
 use crate::gateway::client_events::{decode_cursor, encode_cursor};
-use crate::wire::{Count, ErrorBody, ErrorCode, ListedNotification};
+use crate::wire::{Count, ErrorBody, ErrorCode, ListedNotification, Page, ReadAck, ReadAllAck};
 
 pub fn router(gateway: Gateway) -> Router {
     Router::new()
@@ -195,15 +195,6 @@ impl FromRequestParts<Gateway> for Caller {
     }
 }
 
-/// One page of notifications, newest first.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Page {
-    items: Vec<ListedNotification>,
-    /// Pass as `before` for the next page; null on the last page.
-    next_cursor: Option<String>,
-}
-
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
@@ -317,15 +308,6 @@ async fn unread_count(
     Ok(Json(Count { count }))
 }
 
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ReadAck {
-    success: bool,
-    notification_id: Uuid,
-    /// When the caller (first) read it, RFC 3339.
-    read_at: String,
-}
-
 #[utoipa::path(
     post, path = "/api/notifications/{id}/read",
     params(("id" = Uuid, Path, description = "The notification's id")),
@@ -360,13 +342,6 @@ async fn read(
         notification_id: id,
         read_at,
     }))
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ReadAllAck {
-    success: bool,
-    /// How many became read.
-    count: u64,
 }
 
 #[utoipa::path(
