@@ -478,7 +478,8 @@ async fn a_malformed_event_row_is_logged_by_id_and_kind_and_the_log_goes_on() {
         "{entry}"
     );
     // Counted too, in this process's own /metrics (the push above came
-    // after the skip, so the count is already there).
+    // after the skip, so the count is already there). The socket's connect
+    // catch-up may have covered the row as well and counted it again.
     let metrics = reqwest::get(format!("http://{}/metrics", herald.address))
         .await
         .unwrap()
@@ -487,7 +488,11 @@ async fn a_malformed_event_row_is_logged_by_id_and_kind_and_the_log_goes_on() {
         .unwrap();
     assert!(
         metrics.lines().any(|line| line
-            == r#"herald_events_skipped_total{kind="notification.created",reason="malformed"} 1"#),
+            .strip_prefix(
+                r#"herald_events_skipped_total{kind="notification.created",reason="malformed"} "#
+            )
+            .and_then(|n| n.parse::<f64>().ok())
+            .is_some_and(|n| n >= 1.0)),
         "not counted:\n{metrics}"
     );
 }
