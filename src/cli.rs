@@ -230,7 +230,7 @@ async fn prune(args: PruneArgs) -> anyhow::Result<()> {
         humantime::format_duration(retention)
     );
     if let Some(older_than) = read_older_than {
-        let removed = crate::log::retention::prune_notifications(&pool, older_than).await?;
+        let removed = db::notifications::prune(&pool, older_than).await?;
         println!(
             "deleted {} notification(s) read, retracted or expired more than {} ago, with {} receipt(s) and {} delivery row(s)",
             removed.notifications,

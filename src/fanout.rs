@@ -77,6 +77,14 @@ impl Skip {
         ))
     }
 
+    /// The `reason` label of `herald_events_skipped_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Expired => "expired",
+            Self::Malformed(_) => "malformed",
+        }
+    }
+
     fn malformed(what: &str, error: impl std::fmt::Display) -> Self {
         Self::Malformed(format!("{what}: {error}"))
     }

@@ -9,9 +9,11 @@
 //! - [`config`]: validated configuration, one error naming the bad setting;
 //! - [`audience`]: who an audience reaches, the rooms that hold them and
 //!   the admin check (the SQL twins of the rule name it);
-//! - [`db`]: the connection pool, the embedded migrations and every query;
-//! - [`log`]: the event log: its rows, snapshots, positions (`eventId`) and
-//!   the [`log::tail`] listener that reads it past a snapshot cursor;
+//! - [`db`]: the connection pool, the embedded migrations, every query and
+//!   the values they read: the event log's rows, snapshots and positions
+//!   (`eventId`); it imports only the leaves (`audience`, `wire`, `names`);
+//! - [`log`]: the event log's [`log::tail`] listener that reads it past a
+//!   snapshot cursor, and its retention;
 //! - [`fanout`]: the pure mapping from one event to the rooms and socket
 //!   events it produces;
 //! - [`gateway`]: the Socket.IO namespace: handshake, connect sequence,

@@ -7,7 +7,9 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-/// A notification as `notification:new` carries it.
+/// A notification as `notification:new` carries it. The event log's
+/// payload is built in SQL (`herald.notification_json`) and parsed into
+/// this; tests/api/payload.rs fails when the two disagree on a field.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Notification {
@@ -73,9 +75,137 @@ pub struct ConnectionSuccess {
     pub last_event_id: String,
 }
 
+/// One page of notifications, newest first.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Page {
+    pub items: Vec<ListedNotification>,
+    /// Pass as `before` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+// The acks below answer the socket's client events, and ReadAck and
+// ReadAllAck the REST API too. `success` is always true in them; a failure
+// is a `Failure`. Their doc comments are the OpenAPI descriptions, so which
+// request each answers is said in plain comments.
+
+// `mark.read`, and `POST /api/notifications/{id}/read`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadAck {
+    pub success: bool,
+    pub notification_id: Uuid,
+    /// When the caller (first) read it, RFC 3339.
+    pub read_at: String,
+}
+
+// `mark.all_read`, and `POST /api/notifications/read-all`.
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+pub struct ReadAllAck {
+    pub success: bool,
+    /// How many became read.
+    pub count: u64,
+}
+
+/// `mark.delivered`.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveredAck {
+    pub success: bool,
+    pub notification_id: Uuid,
+}
+
+/// `notifications.list`: a [`Page`] with `success`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListAck {
+    pub success: bool,
+    #[serde(flatten)]
+    pub page: Page,
+}
+
+/// `auth.refresh`: when the refreshed session now expires.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefreshAck {
+    pub success: bool,
+    pub expires_at: String,
+}
+
 /// `{}`: the payload of `sync:reset` and `session:expired`.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Empty {}
+
+/// Every error code herald answers with: in failed acks, as the message of
+/// `connect_error`, and in REST error bodies (docs/reference.md lists them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    InvalidPayload,
+    MissingToken,
+    InvalidToken,
+    TokenExpired,
+    UserNotFound,
+    UserInactive,
+    TooManyConnections,
+    NotFound,
+    RateLimited,
+    Unauthorized,
+    OriginNotAllowed,
+    ServerBusy,
+    Internal,
+}
+
+impl ErrorCode {
+    pub const ALL: [Self; 13] = [
+        Self::InvalidPayload,
+        Self::MissingToken,
+        Self::InvalidToken,
+        Self::TokenExpired,
+        Self::UserNotFound,
+        Self::UserInactive,
+        Self::TooManyConnections,
+        Self::NotFound,
+        Self::RateLimited,
+        Self::Unauthorized,
+        Self::OriginNotAllowed,
+        Self::ServerBusy,
+        Self::Internal,
+    ];
+
+    /// The code as clients see it (and as metric labels carry it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidPayload => "invalid_payload",
+            Self::MissingToken => "missing_token",
+            Self::InvalidToken => "invalid_token",
+            Self::TokenExpired => "token_expired",
+            Self::UserNotFound => "user_not_found",
+            Self::UserInactive => "user_inactive",
+            Self::TooManyConnections => "too_many_connections",
+            Self::NotFound => "not_found",
+            Self::RateLimited => "rate_limited",
+            Self::Unauthorized => "unauthorized",
+            Self::OriginNotAllowed => "origin_not_allowed",
+            Self::ServerBusy => "server_busy",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `{code, message}`: the error of a failed ack and of a REST error body.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// invalid_payload, missing_token, invalid_token, token_expired, user_not_found, user_inactive, not_found, rate_limited, unauthorized, origin_not_allowed, server_busy or internal.
+    #[schema(value_type = String)]
+    pub code: ErrorCode,
+    pub message: String,
+}
 
 /// A failed ack: `{success: false, error: {code, message}}`.
 #[derive(Debug, Clone, Serialize)]
@@ -84,14 +214,8 @@ pub struct Failure {
     pub error: ErrorBody,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct ErrorBody {
-    pub code: &'static str,
-    pub message: String,
-}
-
 impl Failure {
-    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             success: false,
             error: ErrorBody {
@@ -132,6 +256,18 @@ mod tests {
         assert_eq!(rfc3339(at), "2026-11-27T09:18:14.123456Z");
         let whole = time::macros::datetime!(2026-11-27 09:18:14 UTC);
         assert_eq!(rfc3339(whole), "2026-11-27T09:18:14.000000Z");
+    }
+
+    #[test]
+    fn error_codes_serialize_as_their_names() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            assert_eq!(
+                serde_json::to_value(code).unwrap(),
+                serde_json::json!(code.as_str())
+            );
+            assert!(seen.insert(code.as_str()), "{code} twice");
+        }
     }
 
     #[test]

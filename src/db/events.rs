@@ -1,11 +1,58 @@
-//! Reads of the event log outside the tail (replays for resuming clients)
-//! and its retention.
+//! Reads of the event log: the tail's LISTEN and steps, replays for
+//! resuming clients, and the deletes behind the log's retention.
 
 use deadpool_postgres::GenericClient;
 use tokio_postgres::types::{FromSql, ToSql, Type};
 
+use super::event::{Event, RowError};
 use super::inbox::Inbox;
-use crate::log::{Event, Position, Snapshot};
+use super::position::Position;
+use super::snapshot::Snapshot;
+
+/// The NOTIFY channel the triggers wake herald on.
+pub const CHANNEL: &str = "herald_events";
+
+/// Subscribes the tail's connection to [`CHANNEL`].
+#[tracing::instrument(skip_all)]
+pub async fn listen(client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
+    client.batch_execute(&format!("listen {CHANNEL}")).await
+}
+
+/// Prepares sql/events_step.sql once per tail connection.
+#[tracing::instrument(skip_all)]
+pub async fn prepare_step(
+    client: &tokio_postgres::Client,
+) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
+    client
+        .prepare(include_str!("../../sql/events_step.sql"))
+        .await
+}
+
+/// One step of the tail: the current snapshot and every event that became
+/// visible since `from`, in (tx, id) order, each read or refused on its own
+/// so that one bad row cannot hide the others.
+#[tracing::instrument(skip_all)]
+pub async fn step(
+    client: &tokio_postgres::Client,
+    statement: &tokio_postgres::Statement,
+    from: &Snapshot,
+) -> anyhow::Result<(Snapshot, Vec<Result<Event, RowError>>)> {
+    let rows = client.query(statement, &[&from.to_string()]).await?;
+    // The step's left join yields a row (with a null id) even when no
+    // event is new, so the snapshot always comes back.
+    let first = rows
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("the step query returned no snapshot"))?;
+    let end = super::snapshot_column(first, "snapshot")?;
+    let mut events = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let id: Option<i64> = row.try_get("id")?;
+        if id.is_some() {
+            events.push(Event::from_row(row));
+        }
+    }
+    Ok((end, events))
+}
 
 /// The events addressed to `inbox` that a client at `from` has not been
 /// sent, as visible in `at`, in (tx, id) order; at most `limit`.
@@ -167,6 +214,7 @@ impl<'a> FromSql<'a> for EncodedLen {
 }
 
 /// Deletes up to `batch` events older than `older_than`; how many.
+#[tracing::instrument(skip_all, fields(batch = batch))]
 pub async fn prune(
     client: &impl GenericClient,
     older_than: std::time::Duration,
@@ -183,30 +231,11 @@ pub async fn prune(
 
 /// Events of transactions below this may have been pruned: a position whose
 /// snapshot's `xmin` lies below it can no longer be replayed.
+#[tracing::instrument(skip_all)]
 pub async fn pruned_through(client: &impl GenericClient) -> anyhow::Result<u64> {
     let statement = client
         .prepare_cached("select pruned_through_tx::text from herald.event_retention")
         .await?;
     let text: String = client.query_one(&statement, &[]).await?.try_get(0)?;
     Ok(text.parse()?)
-}
-
-/// One batch of `herald.prune_notifications`.
-pub async fn prune_notifications(
-    client: &impl GenericClient,
-    older_than: std::time::Duration,
-    batch: i32,
-) -> Result<crate::log::retention::Removed, tokio_postgres::Error> {
-    let statement = client
-        .prepare_cached("select * from herald.prune_notifications(make_interval(secs => $1), $2)")
-        .await?;
-    let row = client
-        .query_one(&statement, &[&older_than.as_secs_f64(), &batch])
-        .await?;
-    let count = |column: &str| row.try_get::<_, i32>(column).map(|n| n.max(0) as u64);
-    Ok(crate::log::retention::Removed {
-        notifications: count("notifications")?,
-        receipts: count("receipts")?,
-        deliveries: count("deliveries")?,
-    })
 }

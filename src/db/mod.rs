@@ -5,14 +5,19 @@
 //! never assembles SQL from strings.
 
 pub mod deliveries;
+pub mod event;
 pub mod events;
 pub mod inbox;
 pub mod notifications;
+pub mod position;
+pub mod snapshot;
 pub mod users;
 
 use anyhow::Context;
-use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, RecyclingMethod};
 use tokio_postgres::NoTls;
+
+pub use snapshot::Snapshot;
 
 pub use deadpool_postgres::Pool;
 
@@ -20,15 +25,48 @@ mod embedded {
     refinery::embed_migrations!("migrations");
 }
 
-/// A pool of query connections.
-pub fn pool(url: &str, max_size: usize) -> anyhow::Result<Pool> {
-    let mut config: tokio_postgres::Config = url.parse().context("invalid DATABASE_URL")?;
-    if config.get_application_name().is_none() {
-        config.application_name("herald");
+/// How long opening any of herald's connections may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What a connection is called in `pg_stat_activity`.
+#[derive(Debug, Clone, Copy)]
+pub enum Name {
+    /// The URL's `application_name`, else this one: the query pool, which an
+    /// operator may want to name.
+    Default(&'static str),
+    /// This one whatever the URL says: connections with one job, which
+    /// operators (and the tests) find by name.
+    Fixed(&'static str),
+}
+
+/// The settings of every connection herald opens: its name, JIT off, and a
+/// connect timeout (`connect_timeout` overrides the 10 s default).
+pub fn config(
+    url: &str,
+    name: Name,
+    connect_timeout: Option<std::time::Duration>,
+) -> anyhow::Result<tokio_postgres::Config> {
+    let mut config: tokio_postgres::Config = url.parse().context("invalid PostgreSQL URL")?;
+    match name {
+        Name::Default(name) if config.get_application_name().is_none() => {
+            config.application_name(name);
+        }
+        Name::Default(_) => {}
+        Name::Fixed(name) => {
+            config.application_name(name);
+        }
     }
     // Small OLTP queries only: JIT compilation would cost more than it saves
     // (and kicks in on misleading estimates after bulk inserts).
     without_jit(&mut config);
+    config.connect_timeout(connect_timeout.unwrap_or(CONNECT_TIMEOUT));
+    config.keepalives_idle(std::time::Duration::from_secs(30));
+    Ok(config)
+}
+
+/// A pool of query connections.
+pub fn pool(url: &str, max_size: usize) -> anyhow::Result<Pool> {
+    let config = config(url, Name::Default("herald"), None).context("DATABASE_URL")?;
     let manager = Manager::from_config(
         config,
         NoTls,
@@ -46,7 +84,7 @@ pub fn pool(url: &str, max_size: usize) -> anyhow::Result<Pool> {
 }
 
 /// Turns JIT off for a connection, keeping any options the URL carries.
-pub fn without_jit(config: &mut tokio_postgres::Config) {
+fn without_jit(config: &mut tokio_postgres::Config) {
     let options = match config.get_options() {
         Some(existing) => format!("{existing} -c jit=off"),
         None => "-c jit=off".to_owned(),
@@ -56,11 +94,8 @@ pub fn without_jit(config: &mut tokio_postgres::Config) {
 
 /// One connection of its own, driven by a spawned task; for work that must
 /// not share a pooled connection (migrations).
-pub async fn connect(url: &str, application_name: &str) -> anyhow::Result<tokio_postgres::Client> {
-    let mut config: tokio_postgres::Config = url.parse().context("invalid database URL")?;
-    config.application_name(application_name);
-    config.connect_timeout(std::time::Duration::from_secs(10));
-    let (client, connection) = config
+pub async fn connect(url: &str, name: &'static str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = config(url, Name::Fixed(name), None)?
         .connect(NoTls)
         .await
         .context("connecting to PostgreSQL")?;
@@ -106,6 +141,31 @@ pub async fn migrate(url: &str) -> anyhow::Result<usize> {
         tracing::info!(migrations.applied = applied, "database migrated");
     }
     Ok(applied)
+}
+
+/// The snapshot `client`'s next statement sees; the first statement of a
+/// repeatable-read transaction fixes it for the whole transaction.
+#[tracing::instrument(skip_all)]
+pub async fn current_snapshot(
+    client: &impl tokio_postgres::GenericClient,
+) -> anyhow::Result<Snapshot> {
+    let row = client
+        .query_one("select pg_current_snapshot()::text as snapshot", &[])
+        .await?;
+    snapshot_column(&row, "snapshot")
+}
+
+/// A `pg_snapshot` column read as text: the one place herald parses one.
+pub fn snapshot_column(row: &tokio_postgres::Row, column: &str) -> anyhow::Result<Snapshot> {
+    let text: String = row.try_get(column)?;
+    text.parse()
+        .with_context(|| format!("reading pg_current_snapshot() {text:?}"))
+}
+
+/// Whether a pooled connection answers; `/health/ready` asks.
+#[tracing::instrument(skip_all)]
+pub async fn ping(client: &impl GenericClient) -> Result<(), tokio_postgres::Error> {
+    client.batch_execute("select 1").await
 }
 
 /// The constraint a failed statement broke, when it broke one.

@@ -1,5 +1,6 @@
-//! Writing notifications the way a producer does (`herald send`), and
-//! finding the ones whose expiry just passed.
+//! Writing notifications the way a producer does (`herald send`), finding
+//! the ones whose expiry just passed, and the housekeeping that removes the
+//! ones nobody needs any more (`herald prune --read-older-than`).
 
 use deadpool_postgres::GenericClient;
 use uuid::Uuid;
@@ -46,12 +47,16 @@ pub async fn insert(
     row.try_get("id")
 }
 
-/// (audience, user_id, sector_id) of notifications that expired in (after, until].
+/// (audience, user_id, sector_id) of a notification whose expiry passed.
+pub type Expired = (String, Option<Uuid>, Option<Uuid>);
+
+/// The notifications that expired in (after, until].
+#[tracing::instrument(skip_all)]
 pub async fn expired_between(
     client: &impl GenericClient,
     after: time::OffsetDateTime,
     until: time::OffsetDateTime,
-) -> Result<Vec<(String, Option<uuid::Uuid>, Option<uuid::Uuid>)>, tokio_postgres::Error> {
+) -> Result<Vec<Expired>, tokio_postgres::Error> {
     let statement = client
         .prepare_cached(include_str!("../../sql/notifications_expired.sql"))
         .await?;
@@ -59,4 +64,53 @@ pub async fn expired_between(
     rows.iter()
         .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
         .collect()
+}
+
+/// Notifications removed per call of `herald.prune_notifications`.
+const PRUNE_BATCH: i32 = 1_000;
+
+/// What [`prune`] removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Removed {
+    pub notifications: u64,
+    pub receipts: u64,
+    pub deliveries: u64,
+}
+
+/// Deletes notifications read, retracted or expired more than `older_than`
+/// ago, with their receipts and delivery rows, a batch per connection
+/// checkout so no delete holds locks for long.
+pub async fn prune(pool: &super::Pool, older_than: std::time::Duration) -> anyhow::Result<Removed> {
+    let mut total = Removed::default();
+    loop {
+        let client = pool.get().await?;
+        let batch = prune_batch(&client, older_than, PRUNE_BATCH).await?;
+        total.notifications += batch.notifications;
+        total.receipts += batch.receipts;
+        total.deliveries += batch.deliveries;
+        if batch.notifications < PRUNE_BATCH as u64 {
+            return Ok(total);
+        }
+    }
+}
+
+/// One batch of `herald.prune_notifications`.
+#[tracing::instrument(skip_all, fields(batch = batch))]
+async fn prune_batch(
+    client: &impl GenericClient,
+    older_than: std::time::Duration,
+    batch: i32,
+) -> Result<Removed, tokio_postgres::Error> {
+    let statement = client
+        .prepare_cached("select * from herald.prune_notifications(make_interval(secs => $1), $2)")
+        .await?;
+    let row = client
+        .query_one(&statement, &[&older_than.as_secs_f64(), &batch])
+        .await?;
+    let count = |column: &str| row.try_get::<_, i32>(column).map(|n| n.max(0) as u64);
+    Ok(Removed {
+        notifications: count("notifications")?,
+        receipts: count("receipts")?,
+        deliveries: count("deliveries")?,
+    })
 }

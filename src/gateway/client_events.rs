@@ -18,7 +18,7 @@ use super::session::Session;
 use crate::db::inbox::Inbox;
 use crate::names::on;
 use crate::telemetry::metrics;
-use crate::wire::{self, Failure};
+use crate::wire::{self, ErrorCode, Failure};
 
 /// Why a client event failed; each variant is an ack error code.
 #[derive(Debug, thiserror::Error)]
@@ -36,13 +36,13 @@ pub enum AckError {
 }
 
 impl AckError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::InvalidPayload(_) => "invalid_payload",
-            Self::NotFound => "not_found",
-            Self::InvalidToken(_) => "invalid_token",
-            Self::RateLimited => "rate_limited",
-            Self::Internal(_) => "internal",
+            Self::InvalidPayload(_) => ErrorCode::InvalidPayload,
+            Self::NotFound => ErrorCode::NotFound,
+            Self::InvalidToken(_) => ErrorCode::InvalidToken,
+            Self::RateLimited => ErrorCode::RateLimited,
+            Self::Internal(_) => ErrorCode::Internal,
         }
     }
 }
@@ -60,6 +60,13 @@ impl From<deadpool_postgres::PoolError> for AckError {
 }
 
 type AckResult = Result<Value, AckError>;
+
+/// A successful ack as the JSON value sent. Going through a `Value` orders
+/// its keys (serde_json's map is sorted), as acks have always been sent;
+/// the REST API sends the same types in field order.
+fn succeeded(answer: impl serde::Serialize) -> AckResult {
+    serde_json::to_value(answer).map_err(|error| AckError::Internal(error.into()))
+}
 
 pub fn register(socket: &SocketRef) {
     socket.on(on::MARK_READ, mark_read);
@@ -91,13 +98,13 @@ fn answer(socket: &SocketRef, ack: AckSender, event: &'static str, result: AckRe
             ack.send(&value)
         }
         Err(error) => {
-            metrics::client_event(event, error.code());
+            metrics::client_event(event, error.code().as_str());
             match &error {
                 AckError::Internal(cause) => {
                     tracing::error!(socket.id = %socket.id, event, error = format!("{cause:#}"), "client event failed")
                 }
                 _ => {
-                    tracing::debug!(socket.id = %socket.id, event, code = error.code(), "client event refused")
+                    tracing::debug!(socket.id = %socket.id, event, code = error.code().as_str(), "client event refused")
                 }
             }
             ack.send(&Failure::new(error.code(), error.to_string()))
@@ -154,7 +161,11 @@ async fn mark_read(
             .await?
             .ok_or(AckError::NotFound)?;
         metrics::reads(1);
-        Ok(json!({"success": true, "notificationId": request.notification_id, "readAt": read_at}))
+        succeeded(wire::ReadAck {
+            success: true,
+            notification_id: request.notification_id,
+            read_at,
+        })
     }
     .instrument(span(&socket, on::MARK_READ))
     .await;
@@ -178,7 +189,10 @@ async fn mark_delivered(
             return Err(AckError::NotFound);
         }
         metrics::deliveries_acknowledged();
-        Ok(json!({"success": true, "notificationId": request.notification_id}))
+        succeeded(wire::DeliveredAck {
+            success: true,
+            notification_id: request.notification_id,
+        })
     }
     .instrument(span(&socket, on::MARK_DELIVERED))
     .await;
@@ -201,7 +215,10 @@ async fn mark_all_read(
         let client = gateway.pool.get().await?;
         let count = inbox(&gateway, &session).mark_all_read(&client).await?;
         metrics::reads(count);
-        Ok(json!({"success": true, "count": count}))
+        succeeded(wire::ReadAllAck {
+            success: true,
+            count,
+        })
     }
     .instrument(span(&socket, on::MARK_ALL_READ))
     .await;
@@ -250,22 +267,38 @@ async fn list(
             Value::Null => json!({}),
             other => other,
         };
-        let request: ListRequest = parse(data, "{before?: cursor, limit?: 1..100, unreadOnly?: boolean}")?;
+        let request: ListRequest = parse(
+            data,
+            "{before?: cursor, limit?: 1..100, unreadOnly?: boolean}",
+        )?;
         let limit = request.limit.unwrap_or(20);
         if !(1..=100).contains(&limit) {
-            return Err(AckError::InvalidPayload("limit must be from 1 to 100".into()));
+            return Err(AckError::InvalidPayload(
+                "limit must be from 1 to 100".into(),
+            ));
         }
         let before = match request.before.as_deref() {
             None => None,
-            Some(cursor) => {
-                Some(decode_cursor(cursor).ok_or_else(|| AckError::InvalidPayload("before is not a cursor from nextCursor".into()))?)
-            }
+            Some(cursor) => Some(decode_cursor(cursor).ok_or_else(|| {
+                AckError::InvalidPayload("before is not a cursor from nextCursor".into())
+            })?),
         };
         let client = gateway.pool.get().await?;
         let page = inbox(&gateway, &session)
-            .list(&client, before, limit as u32, request.unread_only.unwrap_or(false))
+            .list(
+                &client,
+                before,
+                limit as u32,
+                request.unread_only.unwrap_or(false),
+            )
             .await?;
-        Ok(json!({"success": true, "items": page.items, "nextCursor": page.next.map(encode_cursor)}))
+        succeeded(wire::ListAck {
+            success: true,
+            page: wire::Page {
+                items: page.items,
+                next_cursor: page.next.map(encode_cursor),
+            },
+        })
     }
     .instrument(span(&socket, on::NOTIFICATIONS_LIST))
     .await;
@@ -298,7 +331,10 @@ async fn refresh(
         session.extend(verified.expires_at);
         let expires_at = OffsetDateTime::from_unix_timestamp(verified.expires_at as i64)
             .map_err(|_| AckError::InvalidToken("exp out of range"))?;
-        Ok(json!({"success": true, "expiresAt": wire::rfc3339(expires_at)}))
+        succeeded(wire::RefreshAck {
+            success: true,
+            expires_at: wire::rfc3339(expires_at),
+        })
     }
     .instrument(span(&socket, on::AUTH_REFRESH))
     .await;
@@ -308,6 +344,57 @@ async fn refresh(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The acks' text, byte for byte as clients have always received it.
+    #[test]
+    fn acks_keep_their_bytes() {
+        let id = Uuid::nil();
+        let text = |result: AckResult| result.unwrap().to_string();
+        let nil = "00000000-0000-0000-0000-000000000000";
+        assert_eq!(
+            text(succeeded(wire::ReadAck {
+                success: true,
+                notification_id: id,
+                read_at: "t".into(),
+            })),
+            format!(r#"{{"notificationId":"{nil}","readAt":"t","success":true}}"#)
+        );
+        assert_eq!(
+            text(succeeded(wire::DeliveredAck {
+                success: true,
+                notification_id: id,
+            })),
+            format!(r#"{{"notificationId":"{nil}","success":true}}"#)
+        );
+        assert_eq!(
+            text(succeeded(wire::ReadAllAck {
+                success: true,
+                count: 3,
+            })),
+            r#"{"count":3,"success":true}"#
+        );
+        assert_eq!(
+            text(succeeded(wire::ListAck {
+                success: true,
+                page: wire::Page {
+                    items: Vec::new(),
+                    next_cursor: None,
+                },
+            })),
+            r#"{"items":[],"nextCursor":null,"success":true}"#
+        );
+        assert_eq!(
+            text(succeeded(wire::RefreshAck {
+                success: true,
+                expires_at: "t".into(),
+            })),
+            r#"{"expiresAt":"t","success":true}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Failure::new(ErrorCode::NotFound, "m")).unwrap(),
+            r#"{"success":false,"error":{"code":"not_found","message":"m"}}"#
+        );
+    }
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {
@@ -346,7 +433,7 @@ mod fuzz {
                 parse::<RefreshRequest>(data.clone(), "").map(|_| ()),
             ] {
                 if let Err(error) = result {
-                    prop_assert_eq!(error.code(), "invalid_payload");
+                    prop_assert_eq!(error.code(), ErrorCode::InvalidPayload);
                 }
             }
             if let Some(cursor) = data.as_str() {

@@ -159,11 +159,7 @@ async fn read_initial(gateway: &Gateway, session: &Session) -> anyhow::Result<Op
         .await?;
     // The first query fixes the transaction's snapshot; every read below sees
     // the database as of exactly this one.
-    let text: String = tx
-        .query_one("select pg_current_snapshot()::text", &[])
-        .await?
-        .try_get(0)?;
-    let snapshot: Snapshot = text.parse().context("reading pg_current_snapshot()")?;
+    let snapshot = db::current_snapshot(&*tx).await?;
     let Some(user) = db::users::find(&tx, session.user_id)
         .await?
         .filter(|u| u.is_active)

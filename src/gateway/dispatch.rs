@@ -188,9 +188,11 @@ impl Dispatcher {
     }
 }
 
-/// Logs an event that reaches no socket, by its id and kind: an expired
-/// notification at debug, a malformed row as the error it is (a push lost).
+/// Logs and counts an event that reaches no socket, by its id and kind: an
+/// expired notification at debug, a malformed row as the error it is (a
+/// push lost).
 pub fn skipped(event: &Event, skip: &Skip) {
+    metrics::event_skipped(event.kind.as_str(), skip.reason());
     match skip {
         Skip::Expired => tracing::debug!(
             event.id = event.id,

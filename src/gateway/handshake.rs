@@ -14,43 +14,45 @@ use super::session::{Resume, Session};
 use crate::auth::TokenError;
 use crate::db;
 use crate::log::Position;
+use crate::wire::ErrorCode;
 
-/// Why a connection was refused; `Display` is the `connect_error` message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+/// Why a connection was refused; `Display` is the `connect_error` message:
+/// the refusal's code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    #[error("missing_token")]
     MissingToken,
-    #[error("invalid_token")]
     InvalidToken,
-    #[error("token_expired")]
     TokenExpired,
-    #[error("user_not_found")]
     UserNotFound,
-    #[error("user_inactive")]
     UserInactive,
-    #[error("too_many_connections")]
     TooManyConnections,
-    #[error("rate_limited")]
     RateLimited,
     /// The database could not be asked; the client should retry.
-    #[error("internal")]
     Internal,
 }
 
 impl Refusal {
-    pub fn code(self) -> &'static str {
+    pub fn code(self) -> ErrorCode {
         match self {
-            Self::MissingToken => "missing_token",
-            Self::InvalidToken => "invalid_token",
-            Self::TokenExpired => "token_expired",
-            Self::UserNotFound => "user_not_found",
-            Self::UserInactive => "user_inactive",
-            Self::TooManyConnections => "too_many_connections",
-            Self::RateLimited => "rate_limited",
-            Self::Internal => "internal",
+            Self::MissingToken => ErrorCode::MissingToken,
+            Self::InvalidToken => ErrorCode::InvalidToken,
+            Self::TokenExpired => ErrorCode::TokenExpired,
+            Self::UserNotFound => ErrorCode::UserNotFound,
+            Self::UserInactive => ErrorCode::UserInactive,
+            Self::TooManyConnections => ErrorCode::TooManyConnections,
+            Self::RateLimited => ErrorCode::RateLimited,
+            Self::Internal => ErrorCode::Internal,
         }
     }
 }
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code().as_str())
+    }
+}
+
+impl std::error::Error for Refusal {}
 
 impl Refusal {
     /// Whether the credentials themselves were refused: what
@@ -98,8 +100,8 @@ pub async fn authenticate(
             Ok(())
         }
         Err(refusal) => {
-            crate::telemetry::metrics::refused(refusal.code());
-            tracing::info!(socket.id = %socket.id, reason = refusal.code(), "connection refused");
+            crate::telemetry::metrics::refused(refusal.code().as_str());
+            tracing::info!(socket.id = %socket.id, reason = refusal.code().as_str(), "connection refused");
             Err(refusal)
         }
     }
@@ -327,7 +329,7 @@ mod tests {
         );
         assert_eq!(
             Refusal::TokenExpired.to_string(),
-            Refusal::TokenExpired.code()
+            Refusal::TokenExpired.code().as_str()
         );
     }
 

@@ -8,7 +8,7 @@
 //! 1. a position herald could not have issued (ahead of the log) or whose
 //!    events may have been pruned is reset without reading the log; text
 //!    that is not a position at all (`1:1:` included, see
-//!    [`crate::log::snapshot::FIRST_NORMAL_XID`]) never got this far;
+//!    [`crate::db::snapshot::FIRST_NORMAL_XID`]) never got this far;
 //! 2. one count over ids and routing columns, never payloads, reads at most
 //!    [`SCAN_FACTOR`] × limit log entries and says how many events for this
 //!    user follow the position: past the limit, or when the scan filled up

@@ -19,7 +19,7 @@ use crate::auth::TokenError;
 use crate::db::{self, inbox::Inbox};
 use crate::gateway::Gateway;
 use crate::gateway::client_events::{decode_cursor, encode_cursor};
-use crate::wire::{Count, ListedNotification};
+use crate::wire::{Count, ErrorBody, ErrorCode, ListedNotification, Page, ReadAck, ReadAllAck};
 
 pub fn router(gateway: Gateway) -> Router {
     Router::new()
@@ -72,7 +72,7 @@ pub enum ApiError {
     /// 401: no token, or one that does not verify.
     #[error("{message}")]
     Unauthorized {
-        code: &'static str,
+        code: ErrorCode,
         message: &'static str,
     },
     /// 403: the user is deactivated.
@@ -90,14 +90,14 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
+    fn status_and_code(&self) -> (StatusCode, ErrorCode) {
         match self {
-            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_payload"),
-            Self::Unauthorized { code, .. } => (StatusCode::UNAUTHORIZED, code),
-            Self::Forbidden => (StatusCode::FORBIDDEN, "user_inactive"),
-            Self::NotFound => (StatusCode::NOT_FOUND, "not_found"),
-            Self::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
-            Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidPayload),
+            Self::Unauthorized { code, .. } => (StatusCode::UNAUTHORIZED, *code),
+            Self::Forbidden => (StatusCode::FORBIDDEN, ErrorCode::UserInactive),
+            Self::NotFound => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            Self::RateLimited => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
+            Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         }
     }
 
@@ -111,22 +111,36 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        let body = ErrorResponse {
-            error: ErrorDetail {
-                code: code.to_owned(),
-                message: self.to_string(),
-            },
-        };
-        (status, Json(body)).into_response()
+        ErrorResponse::new(code, self.to_string()).into_response(status)
     }
 }
 
+// `{error: {code, message}}`: every REST error body, and the other routes'.
 #[derive(Serialize, ToSchema)]
 pub struct ErrorResponse {
-    error: ErrorDetail,
+    #[schema(value_type = ErrorDetail)]
+    error: ErrorBody,
 }
 
-#[derive(Serialize, ToSchema)]
+impl ErrorResponse {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            error: ErrorBody {
+                code,
+                message: message.into(),
+            },
+        }
+    }
+
+    pub fn into_response(self, status: StatusCode) -> Response {
+        (status, Json(self)).into_response()
+    }
+}
+
+// The OpenAPI name of wire::ErrorBody, as the document has always called it
+// (comments, not docs: a doc comment would change the published document).
+#[derive(ToSchema)]
+#[allow(dead_code)]
 pub struct ErrorDetail {
     /// invalid_payload, missing_token, invalid_token, token_expired, user_not_found, user_inactive, not_found, rate_limited or internal.
     code: String,
@@ -145,21 +159,21 @@ impl FromRequestParts<Gateway> for Caller {
                 .headers
                 .get(axum::http::header::AUTHORIZATION)
                 .ok_or(ApiError::Unauthorized {
-                    code: "missing_token",
+                    code: ErrorCode::MissingToken,
                     message: "send Authorization: Bearer <token>",
                 })?;
         let invalid = ApiError::Unauthorized {
-            code: "invalid_token",
+            code: ErrorCode::InvalidToken,
             message: "the token does not verify",
         };
         let token = crate::gateway::handshake::bearer(header).map_err(|_| invalid)?;
         let verified = gateway.jwt.verify(&token).await.map_err(|e| match e {
             TokenError::Expired => ApiError::Unauthorized {
-                code: "token_expired",
+                code: ErrorCode::TokenExpired,
                 message: "the token has expired",
             },
             TokenError::Invalid => ApiError::Unauthorized {
-                code: "invalid_token",
+                code: ErrorCode::InvalidToken,
                 message: "the token does not verify",
             },
         })?;
@@ -171,7 +185,7 @@ impl FromRequestParts<Gateway> for Caller {
             .await
             .map_err(ApiError::internal)?
             .ok_or(ApiError::Unauthorized {
-                code: "user_not_found",
+                code: ErrorCode::UserNotFound,
                 message: "no such user",
             })?;
         if !user.is_active {
@@ -179,15 +193,6 @@ impl FromRequestParts<Gateway> for Caller {
         }
         Ok(Self(gateway.inbox_of(&user)))
     }
-}
-
-/// One page of notifications, newest first.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Page {
-    items: Vec<ListedNotification>,
-    /// Pass as `before` for the next page; null on the last page.
-    next_cursor: Option<String>,
 }
 
 #[derive(utoipa::IntoParams)]
@@ -303,15 +308,6 @@ async fn unread_count(
     Ok(Json(Count { count }))
 }
 
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ReadAck {
-    success: bool,
-    notification_id: Uuid,
-    /// When the caller (first) read it, RFC 3339.
-    read_at: String,
-}
-
 #[utoipa::path(
     post, path = "/api/notifications/{id}/read",
     params(("id" = Uuid, Path, description = "The notification's id")),
@@ -346,13 +342,6 @@ async fn read(
         notification_id: id,
         read_at,
     }))
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ReadAllAck {
-    success: bool,
-    /// How many became read.
-    count: u64,
 }
 
 #[utoipa::path(

@@ -246,7 +246,7 @@ fn health_only(app: Router) -> Router {
         .fallback(|| async {
             let mut response: Response = super::error(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "server_busy",
+                crate::wire::ErrorCode::ServerBusy,
                 "herald is serving as many connections as it may; try again shortly",
             );
             response.headers_mut().insert(

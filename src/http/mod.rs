@@ -27,6 +27,7 @@ use crate::config::CorsOrigins;
 use crate::db::Pool;
 use crate::gateway::admission::{self, Admission};
 use crate::log::tail::Health;
+use crate::wire::ErrorCode;
 use listen::LocalAddr;
 
 #[derive(Clone)]
@@ -48,7 +49,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/assets/inbox.js", get(inbox_script))
         .route("/assets/inbox.css", get(inbox_style))
         .with_state(state)
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .fallback(|| async { error(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such route") })
 }
 
 /// A span per HTTP request with its method and path; never the query
@@ -112,7 +113,7 @@ async fn check_socket_io(guard: &SocketIoGuard, mut request: Request, next: Next
             tracing::info!(origin = ?origin, "request from a foreign origin refused");
             return error(
                 StatusCode::FORBIDDEN,
-                "origin_not_allowed",
+                ErrorCode::OriginNotAllowed,
                 "this origin is not in CORS_ORIGINS",
             );
         }
@@ -155,7 +156,7 @@ fn handshake_refused(refused: admission::Refused) -> Response {
             "too many sessions are connecting; try again shortly",
         ),
     };
-    let mut response = error(status, "rate_limited", message);
+    let mut response = error(status, ErrorCode::RateLimited, message);
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
@@ -220,12 +221,8 @@ fn reached_at(origin: &str, local: Option<LocalAddr>) -> bool {
 }
 
 /// `{error: {code, message}}` with a status.
-pub fn error(status: StatusCode, code: &'static str, message: &str) -> Response {
-    (
-        status,
-        Json(json!({"error": {"code": code, "message": message}})),
-    )
-        .into_response()
+pub fn error(status: StatusCode, code: ErrorCode, message: &str) -> Response {
+    api::ErrorResponse::new(code, message).into_response(status)
 }
 
 /// The inbox page's policy: its own scripts, styles and socket, nothing
@@ -298,7 +295,7 @@ async fn live() -> Json<serde_json::Value> {
 async fn ready(State(state): State<HttpState>) -> Response {
     let database = async {
         let client = state.pool.get().await?;
-        client.simple_query("select 1").await?;
+        crate::db::ping(&client).await?;
         anyhow::Ok(())
     };
     let database_up = matches!(
@@ -326,7 +323,7 @@ async fn metrics(State(state): State<HttpState>, headers: axum::http::HeaderMap)
     {
         let mut response = error(
             StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            ErrorCode::Unauthorized,
             "/metrics needs HERALD_METRICS_TOKEN as a Bearer token",
         );
         response
@@ -347,7 +344,7 @@ async fn metrics(State(state): State<HttpState>, headers: axum::http::HeaderMap)
             .into_response(),
         None => error(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ErrorCode::Internal,
             "metrics are unavailable",
         ),
     }

@@ -32,30 +32,6 @@ pub async fn prune(pool: &Pool, retention: Duration) -> anyhow::Result<u64> {
     }
 }
 
-/// What `prune_notifications` removed.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Removed {
-    pub notifications: u64,
-    pub receipts: u64,
-    pub deliveries: u64,
-}
-
-/// Deletes notifications read, retracted or expired more than `older_than`
-/// ago, with their receipts and delivery rows, in batches.
-pub async fn prune_notifications(pool: &Pool, older_than: Duration) -> anyhow::Result<Removed> {
-    let mut total = Removed::default();
-    loop {
-        let client = pool.get().await?;
-        let batch = db::events::prune_notifications(&client, older_than, BATCH).await?;
-        total.notifications += batch.notifications;
-        total.receipts += batch.receipts;
-        total.deliveries += batch.deliveries;
-        if batch.notifications < BATCH as u64 {
-            return Ok(total);
-        }
-    }
-}
-
 /// Prunes on a timer until `stop` is cancelled.
 pub async fn run(pool: Pool, retention: Duration, stop: CancellationToken) {
     let mut tick = tokio::time::interval(interval(retention));

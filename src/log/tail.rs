@@ -26,9 +26,7 @@ use tokio::sync::{Mutex, Notify, watch};
 use tokio_postgres::{AsyncMessage, NoTls};
 
 use super::{Event, Snapshot};
-
-/// The NOTIFY channel the triggers wake herald on.
-pub const CHANNEL: &str = "herald_events";
+use crate::db;
 /// A step runs at least this often, NOTIFY or not.
 pub const TICK: Duration = Duration::from_millis(500);
 /// A step (or the initial LISTEN) that takes longer marks the connection dead.
@@ -145,11 +143,7 @@ pub async fn start(url: &str) -> anyhow::Result<(Tail, TailHandle)> {
     let client = crate::db::connect(url, "herald-tail")
         .await
         .context("connecting the LISTEN connection")?;
-    let row = client
-        .query_one("select pg_current_snapshot()::text", &[])
-        .await?;
-    let text: String = row.try_get(0)?;
-    let position: Snapshot = text.parse().context("reading pg_current_snapshot()")?;
+    let position = crate::db::current_snapshot(&client).await?;
     let progress = Arc::new(Mutex::new(Progress {
         position,
         recent: VecDeque::new(),
@@ -210,13 +204,12 @@ impl Tail {
         dispatch: &Arc<D>,
         backoff: &mut Duration,
     ) -> anyhow::Result<std::convert::Infallible> {
-        let mut config: tokio_postgres::Config =
-            self.url.parse().context("invalid HERALD_LISTEN_URL")?;
-        config.application_name("herald-listener");
-        // Small OLTP queries only: JIT compilation would cost more than it saves.
-        crate::db::without_jit(&mut config);
-        config.connect_timeout(QUERY_TIMEOUT);
-        config.keepalives_idle(Duration::from_secs(30));
+        let config = db::config(
+            &self.url,
+            db::Name::Fixed("herald-listener"),
+            Some(QUERY_TIMEOUT),
+        )
+        .context("HERALD_LISTEN_URL")?;
         let (client, mut connection) = config.connect(NoTls).await.context("connecting")?;
 
         // tokio-postgres hands out notifications only through poll_message,
@@ -243,15 +236,10 @@ impl Tail {
 
         // LISTEN first: a commit after this point wakes us; one before it is
         // found by the first step.
-        tokio::time::timeout(
-            QUERY_TIMEOUT,
-            client.batch_execute(&format!("listen {CHANNEL}")),
-        )
-        .await
-        .context("LISTEN timed out")??;
-        let statement = client
-            .prepare(include_str!("../../sql/events_step.sql"))
-            .await?;
+        tokio::time::timeout(QUERY_TIMEOUT, db::events::listen(&client))
+            .await
+            .context("LISTEN timed out")??;
+        let statement = db::events::prepare_step(&client).await?;
         tracing::info!("event log listener connected");
 
         let mut driver = driver;
@@ -302,32 +290,24 @@ async fn read_step(
     statement: &tokio_postgres::Statement,
     from: Snapshot,
 ) -> anyhow::Result<Step> {
-    let rows = client.query(statement, &[&from.to_string()]).await?;
-    let mut end = None;
+    let (end, rows) = db::events::step(client, statement, &from).await?;
     let mut events = Vec::with_capacity(rows.len());
-    for row in &rows {
-        if end.is_none() {
-            let text: String = row.try_get("snapshot")?;
-            end = Some(
-                text.parse::<Snapshot>()
-                    .context("reading pg_current_snapshot()")?,
-            );
-        }
-        let id: Option<i64> = row.try_get("id")?;
-        if id.is_some() {
-            match Event::from_row(row) {
-                Ok(event) => events.push(event),
-                // Only triggers write events, and a constraint checks kinds;
-                // a row herald cannot read is logged and passed over, not
-                // allowed to stall the log for everyone.
-                Err(error) => {
-                    let (id, kind) = error.event().unzip();
-                    tracing::error!(event.id = id, event.kind = kind, error = %error, "skipping unreadable event row");
-                }
+    for row in rows {
+        match row {
+            Ok(event) => events.push(event),
+            // Only triggers write events, and a constraint checks kinds;
+            // a row herald cannot read is logged and passed over, not
+            // allowed to stall the log for everyone.
+            Err(error) => {
+                let (id, kind) = error.event().unzip();
+                let label = kind
+                    .and_then(super::Kind::parse)
+                    .map_or("unknown", super::Kind::as_str);
+                crate::telemetry::metrics::event_skipped(label, "unreadable");
+                tracing::error!(event.id = id, event.kind = kind, error = %error, "skipping unreadable event row");
             }
         }
     }
-    let end = end.context("the step query returned no snapshot")?;
     Ok(Step {
         start: from,
         end,

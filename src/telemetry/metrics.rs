@@ -56,6 +56,14 @@ pub fn event_tailed(kind: &'static str, lag: Duration) {
     histogram!("herald_listener_lag_seconds").record(lag.as_secs_f64());
 }
 
+/// An event that reached no socket: `reason` is `expired` (routine: the
+/// notification expired before herald read it), `malformed` (a row without
+/// what its kind needs) or `unreadable` (a row the tail could not read at
+/// all). Anything but `expired` is a push lost to a bug.
+pub fn event_skipped(kind: &'static str, reason: &'static str) {
+    counter!("herald_events_skipped_total", "kind" => kind, "reason" => reason).increment(1);
+}
+
 pub fn pushed(event: &'static str) {
     counter!("herald_pushes_total", "event" => event).increment(1);
 }

@@ -15,6 +15,7 @@ mod helpers;
 mod instances;
 mod jwks;
 mod logs;
+mod payload;
 mod replay_limits;
 mod rest;
 mod resume;

@@ -254,7 +254,7 @@ mod fuzz {
         fn damaged_positions_parse_or_are_refused(text in issued().prop_flat_map(|p| crate::fuzzing::mutated(p.to_string()))) {
             if let Ok(position) = text.parse::<Position>() {
                 prop_assert_eq!(position.to_string().parse::<Position>().ok(), Some(position.clone()));
-                prop_assert!(position.base().xmin() >= crate::log::snapshot::FIRST_NORMAL_XID);
+                prop_assert!(position.base().xmin() >= crate::db::snapshot::FIRST_NORMAL_XID);
             }
         }
     }
