@@ -224,7 +224,7 @@ async fn prune(args: PruneArgs) -> anyhow::Result<()> {
     let url = args.database.url()?;
     let (retention, read_older_than) = (args.event_retention, args.read_older_than);
     let pool = db::pool(&url, 1)?;
-    let events = crate::log::retention::prune(&pool, retention).await?;
+    let events = crate::eventlog::retention::prune(&pool, retention).await?;
     println!(
         "deleted {events} event(s) older than {}",
         humantime::format_duration(retention)

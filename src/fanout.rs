@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 pub use crate::audience::Audience;
 use crate::audience::{AdminRoles, Inbox};
-use crate::log::{Event, Kind};
+use crate::eventlog::{Event, Kind};
 use crate::names::emit;
 use crate::wire;
 

@@ -29,7 +29,7 @@ pub fn json(keys: &'static [&'static str]) -> impl Strategy<Value = Value> {
 
 /// Snapshots PostgreSQL could have taken: `xmin` at or above its first
 /// ordinary transaction id, `xip` a sorted subset of `[xmin, xmax)`.
-pub fn snapshot() -> impl Strategy<Value = crate::log::Snapshot> {
+pub fn snapshot() -> impl Strategy<Value = crate::eventlog::Snapshot> {
     (
         3u64..1_000_000,
         0u64..40,

@@ -12,16 +12,17 @@
 //! - [`db`]: the connection pool, the embedded migrations, every query and
 //!   the values they read: the event log's rows, snapshots and positions
 //!   (`eventId`); it imports only the leaves (`audience`, `wire`, `names`);
-//! - [`log`]: the event log's [`log::tail`] listener that reads it past a
-//!   snapshot cursor, and its retention;
+//! - [`eventlog`]: the event log's [`eventlog::tail`], which reads it past a
+//!   snapshot cursor on its own LISTEN connection, and its retention;
 //! - [`fanout`]: the pure mapping from one event to the rooms and socket
 //!   events it produces;
 //! - [`gateway`]: the Socket.IO namespace: handshake, connect sequence,
 //!   client events, per-user presence and unread counts;
 //! - [`deliveries`]: the batched writer of `SENT` delivery records;
 //! - [`http`]: health, and the router that mounts the gateway;
-//! - [`server`]: wires it all together around a bound listener and a
-//!   shutdown future; [`cli`] is the command line on top.
+//! - [`server`]: wires it all together around a bound TCP listener and a
+//!   shutdown future, its background tasks under a [`supervisor`]; [`cli`]
+//!   is the command line on top.
 
 pub mod audience;
 pub mod auth;
@@ -29,10 +30,10 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod deliveries;
+pub mod eventlog;
 pub mod fanout;
 pub mod gateway;
 pub mod http;
-pub mod log;
 pub mod names;
 pub mod server;
 pub mod supervisor;

@@ -19,16 +19,16 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError};
-use crate::http::tls::Certificates;
+use crate::eventlog::tail::TailHandle;
 use crate::gateway::admission::Admission;
 use crate::gateway::counts::Counts;
 use crate::gateway::dispatch::Dispatcher;
-use crate::gateway::expiry::Expiries;
 use crate::gateway::limits::Limiter;
 use crate::gateway::presence::Presence;
+use crate::gateway::session_expiry::SessionExpiries;
 use crate::gateway::{self, Gateway, Shared};
 use crate::http::listen;
-use crate::log::tail::TailHandle;
+use crate::http::tls::Certificates;
 use crate::supervisor::Supervisor;
 use crate::{db, deliveries, http};
 
@@ -83,7 +83,7 @@ impl Server {
             db::migrate(&config.database_url).await?;
         }
         let pool = db::pool(&config.database_url, POOL_SIZE)?;
-        let (tail, tail_handle) = crate::log::tail::start(&config.listen_url).await?;
+        let (tail, tail_handle) = crate::eventlog::tail::start(&config.listen_url).await?;
         let mut supervisor = Supervisor::new(CancellationToken::new());
         let stop = supervisor.stop().clone();
 
@@ -95,7 +95,7 @@ impl Server {
         }
         let presence = Arc::new(Presence::default());
         let counts = Counts::default();
-        let expiries = Arc::new(Expiries::default());
+        let expiries = Arc::new(SessionExpiries::default());
         let gateway = Gateway::new(Shared {
             pool: pool.clone(),
             jwt: config.jwt.clone(),
@@ -132,7 +132,7 @@ impl Server {
         );
         supervisor.spawn(
             "notification-expiry",
-            counts.watch_expiries(pool.clone(), presence, stop.clone()),
+            counts.watch_notification_expiry(pool.clone(), presence, stop.clone()),
         );
         {
             let (io, leeway, stop) = (io.clone(), config.jwt.leeway(), stop.clone());
@@ -142,7 +142,7 @@ impl Server {
         }
         supervisor.spawn(
             "retention",
-            crate::log::retention::run(pool.clone(), config.event_retention, stop),
+            crate::eventlog::retention::run(pool.clone(), config.event_retention, stop),
         );
 
         let guard = http::SocketIoGuard {
@@ -152,7 +152,7 @@ impl Server {
         };
         let routes = http::router(http::HttpState {
             pool,
-            listener: tail_handle.health.clone(),
+            tail: tail_handle.health.clone(),
             metrics_token: config.metrics_token.as_deref().map(Arc::from),
         })
         .merge(http::api::router(gateway))

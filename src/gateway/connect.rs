@@ -25,8 +25,8 @@ use super::replay::{self, Plan, Reset};
 use super::session::{Resume, Session};
 use crate::audience::{AdminRoles, Inbox, rooms};
 use crate::db;
+use crate::eventlog::{Event, Position, Snapshot};
 use crate::fanout::{self, Decision};
-use crate::log::{Event, Position, Snapshot};
 use crate::names::emit;
 use crate::telemetry::metrics;
 use crate::wire;
@@ -245,8 +245,8 @@ async fn join_live(
         gateway.tail.poke.notify_one();
         tokio::time::timeout_at(deadline, stepped.changed())
             .await
-            .context("the event log listener did not catch up")?
-            .context("the event log listener stopped")?;
+            .context("the event log tail did not catch up")?
+            .context("the event log tail stopped")?;
     }
 }
 
@@ -354,8 +354,8 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
+    use crate::eventlog::Kind;
     use crate::fanout::samples::{self, NOW};
-    use crate::log::Kind;
 
     fn snapshots() -> (Snapshot, Snapshot) {
         ("100:100:".parse().unwrap(), "110:110:".parse().unwrap())

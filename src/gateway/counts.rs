@@ -99,7 +99,7 @@ impl Counts {
 
     /// Refreshes the counts of online users whose unread notifications
     /// expired, within about a second of the expiry.
-    pub async fn watch_expiries(
+    pub async fn watch_notification_expiry(
         self,
         pool: Pool,
         presence: Arc<Presence>,

@@ -17,9 +17,9 @@ use super::outbox::{self, Pacer, Sent};
 use super::presence::Presence;
 use crate::audience::{self, AdminRoles, Audience, room};
 use crate::deliveries::DeliveryQueue;
+use crate::eventlog::tail::{Dispatch, Step};
+use crate::eventlog::{Event, Position};
 use crate::fanout::{self, Decision, Emission, Route, Skip, UserChange};
-use crate::log::tail::{Dispatch, Step};
-use crate::log::{Event, Position};
 use crate::names::NAMESPACE;
 use crate::telemetry::metrics;
 

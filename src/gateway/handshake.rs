@@ -13,7 +13,7 @@ use super::Gateway;
 use super::session::{Resume, Session};
 use crate::auth::TokenError;
 use crate::db;
-use crate::log::Position;
+use crate::eventlog::Position;
 use crate::wire::ErrorCode;
 
 /// Why a connection was refused; `Display` is the `connect_error` message:

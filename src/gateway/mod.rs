@@ -18,13 +18,13 @@ pub mod client_events;
 pub mod connect;
 pub mod counts;
 pub mod dispatch;
-pub mod expiry;
 pub mod handshake;
 pub mod limits;
 pub mod outbox;
 pub mod presence;
 pub mod replay;
 pub mod session;
+pub mod session_expiry;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +38,7 @@ use crate::auth::JwtConfig;
 use crate::db::Pool;
 use crate::db::inbox::Inbox;
 use crate::db::users::User;
-use crate::log::tail::TailHandle;
+use crate::eventlog::tail::TailHandle;
 use crate::names::NAMESPACE;
 
 /// What the gateway's handlers share.
@@ -68,7 +68,7 @@ pub struct Shared {
     pub tail: TailHandle,
     pub counts: counts::Counts,
     /// Ends sessions whose token expired.
-    pub expiries: Arc<expiry::Expiries>,
+    pub expiries: Arc<session_expiry::SessionExpiries>,
     /// `SENT` records for what the connect sequence pushes itself.
     pub deliveries: crate::deliveries::DeliveryQueue,
 }

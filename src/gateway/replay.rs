@@ -27,7 +27,7 @@
 
 use crate::db::events::{self, Backlog, Bounded};
 use crate::db::inbox::Inbox;
-use crate::log::{Event, Position, Snapshot};
+use crate::eventlog::{Event, Position, Snapshot};
 use crate::telemetry::metrics;
 
 /// The decision reads at most this many log entries per event of the

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::limits::{Bucket, Rate};
 use super::presence::Slot;
 use crate::db::inbox::Inbox;
-use crate::log::Position;
+use crate::eventlog::Position;
 
 /// What `auth.lastEventId` asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]

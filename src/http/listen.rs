@@ -40,7 +40,7 @@ use crate::telemetry::metrics;
 /// Connections past the cap that are still answered, on `/health/*` only.
 pub const HEALTH_RESERVE: usize = 32;
 /// Descriptors kept for everything that is not an HTTP connection: the
-/// database pool, the listener's connection, files, the spare descriptor.
+/// database pool, the tail's LISTEN connection, files, the spare descriptor.
 pub const DESCRIPTOR_RESERVE: usize = 128;
 /// How long a connection in the health reserve may take to ask.
 const RESERVE_TIMEOUT: Duration = Duration::from_secs(2);

@@ -1,7 +1,7 @@
 //! HTTP: health, metrics, and the guard in front of the Socket.IO endpoint.
 //!
 //! `/health/live` says the process runs; `/health/ready` that the database
-//! answers and the event log listener is connected and caught up. The
+//! answers and the event log tail is connected and caught up. The
 //! Socket.IO endpoint checks the `Origin` of every request (polling and the
 //! WebSocket upgrade alike) against `CORS_ORIGINS`, because browsers enforce
 //! CORS on polling but nothing on WebSockets.
@@ -25,15 +25,16 @@ pub mod tls;
 
 use crate::config::CorsOrigins;
 use crate::db::Pool;
+use crate::eventlog::tail::Health;
 use crate::gateway::admission::{self, Admission};
-use crate::log::tail::Health;
 use crate::wire::ErrorCode;
 use listen::LocalAddr;
 
 #[derive(Clone)]
 pub struct HttpState {
     pub pool: Pool,
-    pub listener: watch::Receiver<Health>,
+    /// The event log tail's health, for readiness.
+    pub tail: watch::Receiver<Health>,
     /// `HERALD_METRICS_TOKEN`: when set, `/metrics` wants it as a Bearer token.
     pub metrics_token: Option<Arc<str>>,
 }
@@ -302,8 +303,8 @@ async fn ready(State(state): State<HttpState>) -> Response {
         tokio::time::timeout(Duration::from_secs(2), database).await,
         Ok(Ok(()))
     );
-    let listener_up = state.listener.borrow().is_ready();
-    let status = if database_up && listener_up {
+    let tail_up = state.tail.borrow().is_ready();
+    let status = if database_up && tail_up {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -312,7 +313,8 @@ async fn ready(State(state): State<HttpState>) -> Response {
     let body = json!({
         "status": if status == StatusCode::OK { "ok" } else { "unavailable" },
         "database": word(database_up),
-        "listener": word(listener_up),
+        // The key monitors already read; it reports the tail's LISTEN connection.
+        "listener": word(tail_up),
     });
     (status, Json(body)).into_response()
 }

@@ -24,7 +24,7 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
                 .inspect(|_| {
                     // Rare counters start at zero, so dashboards show 0, not "no data".
                     for name in [
-                        "herald_listener_reconnects_total",
+                        "herald_tail_reconnects_total",
                         "herald_socket_queue_overflows_total",
                         "herald_deliveries_dropped_total",
                         "herald_deliveries_recorded_total",
@@ -41,8 +41,8 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
-pub fn listener_reconnect() {
-    counter!("herald_listener_reconnects_total").increment(1);
+pub fn tail_reconnect() {
+    counter!("herald_tail_reconnects_total").increment(1);
 }
 
 pub fn step_finished(events: usize, took: Duration) {
@@ -53,7 +53,7 @@ pub fn step_finished(events: usize, took: Duration) {
 
 pub fn event_tailed(kind: &'static str, lag: Duration) {
     counter!("herald_events_by_kind_total", "kind" => kind).increment(1);
-    histogram!("herald_listener_lag_seconds").record(lag.as_secs_f64());
+    histogram!("herald_tail_lag_seconds").record(lag.as_secs_f64());
 }
 
 /// An event that reached no socket: `reason` is `expired` (routine: the

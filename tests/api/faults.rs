@@ -136,7 +136,7 @@ async fn killing_the_listener_every_round_of_writes_loses_and_doubles_nothing() 
                 terminated += pg
                     .query(
                         "select pg_terminate_backend(pid) from pg_stat_activity
-                          where application_name = 'herald-listener' and datname = current_database()",
+                          where application_name = 'herald-tail' and datname = current_database()",
                         &[],
                     )
                     .await
@@ -207,7 +207,7 @@ async fn listener_connected(pg: &tokio_postgres::Client) {
         let connected: i64 = pg
             .query_one(
                 "select count(*) from pg_stat_activity
-                  where application_name = 'herald-listener' and datname = current_database()",
+                  where application_name = 'herald-tail' and datname = current_database()",
                 &[],
             )
             .await

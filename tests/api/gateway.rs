@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use herald::log::tail::TICK;
+use herald::eventlog::tail::TICK;
 
 use serde_json::{Value, json};
 use uuid::Uuid;

@@ -40,7 +40,7 @@ async fn readiness_fails_while_the_listener_is_down() {
     let mut saw_unready = false;
     for _ in 0..40 {
         app.pg
-            .execute("select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'herald-listener' and datname = current_database()", &[])
+            .execute("select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'herald-tail' and datname = current_database()", &[])
             .await
             .unwrap();
         let status = http

@@ -122,7 +122,7 @@ pub struct TestApp {
     pub db: TestDb,
     pub pg: tokio_postgres::Client,
     pub jwt: JwtConfig,
-    tail: herald::log::tail::TailHandle,
+    tail: herald::eventlog::tail::TailHandle,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
 }

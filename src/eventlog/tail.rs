@@ -188,8 +188,8 @@ impl Tail {
                 },
             };
             self.health.send_modify(|h| h.connected = false);
-            crate::telemetry::metrics::listener_reconnect();
-            tracing::warn!(error = format!("{error:#}"), retry_in = ?backoff, "event log listener disconnected");
+            crate::telemetry::metrics::tail_reconnect();
+            tracing::warn!(error = format!("{error:#}"), retry_in = ?backoff, "event log tail disconnected");
             tokio::select! {
                 () = &mut shutdown => return,
                 () = tokio::time::sleep(backoff) => {}
@@ -206,7 +206,7 @@ impl Tail {
     ) -> anyhow::Result<std::convert::Infallible> {
         let config = db::config(
             &self.url,
-            db::Name::Fixed("herald-listener"),
+            db::Name::Fixed("herald-tail"),
             Some(QUERY_TIMEOUT),
         )
         .context("HERALD_LISTEN_URL")?;
@@ -223,7 +223,7 @@ impl Tail {
                     match message {
                         Ok(AsyncMessage::Notification(_)) => wake.notify_one(),
                         Ok(AsyncMessage::Notice(notice)) => {
-                            tracing::debug!(notice = notice.message(), "listener notice")
+                            tracing::debug!(notice = notice.message(), "tail connection notice")
                         }
                         Ok(_) => {}
                         Err(error) => return Err(error),
@@ -240,7 +240,7 @@ impl Tail {
             .await
             .context("LISTEN timed out")??;
         let statement = db::events::prepare_step(&client).await?;
-        tracing::info!("event log listener connected");
+        tracing::info!("event log tail connected");
 
         let mut driver = driver;
         loop {

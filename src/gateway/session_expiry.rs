@@ -21,12 +21,12 @@ use crate::wire;
 
 /// The sockets to end, by deadline (unix seconds, leeway included).
 #[derive(Default)]
-pub struct Expiries {
+pub struct SessionExpiries {
     due: Mutex<BTreeSet<(u64, Sid)>>,
     wake: Notify,
 }
 
-impl Expiries {
+impl SessionExpiries {
     /// Watches a socket whose session ends at `deadline`.
     pub fn watch(&self, sid: Sid, deadline: u64) {
         let mut due = self.due.lock().unwrap_or_else(|p| p.into_inner());
@@ -110,7 +110,7 @@ mod tests {
 
     #[test]
     fn sessions_are_due_at_their_deadline_second_and_not_before() {
-        let expiries = Expiries::default();
+        let expiries = SessionExpiries::default();
         let (a, b, c) = (Sid::new(), Sid::new(), Sid::new());
         expiries.watch(a, 100);
         expiries.watch(b, 101);
