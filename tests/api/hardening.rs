@@ -25,6 +25,17 @@ impl Http {
         Self::from(address, None).await
     }
 
+    /// A connection that has been served one request and is kept alive.
+    async fn answered(address: SocketAddr) -> Self {
+        let mut http = Self::open(address).await;
+        let (status, _) = http
+            .request("GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("an answer to /health/live");
+        assert_eq!(status, 200);
+        http
+    }
+
     /// From a source address of our choosing (any of 127.0.0.0/8).
     async fn from(address: SocketAddr, source: Option<IpAddr>) -> Self {
         let socket = TcpSocket::new_v4().unwrap();
@@ -252,15 +263,7 @@ async fn half_sent_and_idle_connections_are_closed_after_the_idle_timeout() {
     }
     let mut kept_alive = Vec::new();
     for _ in 0..20 {
-        let mut http = Http::open(app.address).await;
-        assert_eq!(
-            http.request("GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
-                .await
-                .unwrap()
-                .0,
-            200
-        );
-        kept_alive.push(http.stream);
+        kept_alive.push(Http::answered(app.address).await.stream);
     }
     for (kind, streams) in [
         ("idle", &mut idle),
@@ -287,15 +290,7 @@ async fn past_the_connection_cap_only_health_is_answered_then_connections_are_re
     .await;
     let mut held = Vec::new();
     for _ in 0..10 {
-        let mut http = Http::open(app.address).await;
-        assert_eq!(
-            http.request("GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
-                .await
-                .unwrap()
-                .0,
-            200
-        );
-        held.push(http);
+        held.push(Http::answered(app.address).await);
     }
     // Full: a connection in the reserve is answered on health only.
     let mut extra = Http::open(app.address).await;
