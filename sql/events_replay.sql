@@ -1,7 +1,7 @@
 -- The events a user has not been sent: addressed to them (by their current
 -- user, sector and admin rooms), visible in $5 (the snapshot the replay is
 -- taken at), and not seen from position ($1 base, $2 step end, $3 tx, $4
--- id; see src/log/position.rs), in (tx, id) order.
+-- id; see src/db/position.rs), in (tx, id) order.
 -- $6 user_id, $7 sector_id, $8 is_admin, $9 at most this many rows
 -- The audience filter is the SQL twin of src/audience.rs (Audience::reaches),
 -- as is herald.inbox(); tests/api/audience.rs checks that they agree.

@@ -4,7 +4,7 @@
 use deadpool_postgres::GenericClient;
 use tokio_postgres::types::{FromSql, ToSql, Type};
 
-use super::event::{Event, RowError};
+use super::event::{Event, Kind, RowError};
 use super::inbox::Inbox;
 use super::position::Position;
 use super::snapshot::Snapshot;
@@ -54,24 +54,41 @@ pub async fn step(
     Ok((end, events))
 }
 
-/// The events addressed to `inbox` that a client at `from` has not been
-/// sent, as visible in `at`, in (tx, id) order; at most `limit`.
+/// The events of `(from, at]` a connecting socket's catch-up decides, read
+/// from the log (sql/events_catch_up.sql): those addressed to `inbox`'s
+/// rooms and the changes to its user, in (tx, id) order.
+///
+/// A change may move the user to rooms the first read did not look in, so
+/// when one is among them the range is read again with every sector's and
+/// the admin room's events: the catch-up decides each against the rooms the
+/// user had at that event, and a move is rare enough that the wider read
+/// costs nothing on the common path.
 #[tracing::instrument(skip_all, fields(user.id = %inbox.user_id))]
-pub async fn replay(
+pub async fn catch_up(
     client: &impl GenericClient,
     inbox: &Inbox,
     from: &Position,
     at: &Snapshot,
-    limit: i64,
 ) -> anyhow::Result<Vec<Event>> {
     let statement = client
-        .prepare_cached(include_str!("../../sql/events_replay.sql"))
+        .prepare_cached(include_str!("../../sql/events_catch_up.sql"))
         .await?;
     let params = ReplayParams::new(inbox, from, at);
-    let rows = client.query(&statement, &params.with(&limit)).await?;
-    rows.iter()
-        .map(|row| Event::from_row(row).map_err(anyhow::Error::from))
-        .collect()
+    let read = |wide: bool| {
+        let statement = &statement;
+        let params = &params;
+        async move {
+            let rows = client.query(statement, &params.with(&wide)).await?;
+            rows.iter()
+                .map(|row| Event::from_row(row).map_err(anyhow::Error::from))
+                .collect::<anyhow::Result<Vec<Event>>>()
+        }
+    };
+    let events = read(false).await?;
+    if events.iter().any(|event| event.kind == Kind::UserUpdated) {
+        return read(true).await;
+    }
+    Ok(events)
 }
 
 /// What follows a position, counted without loading an event.
@@ -152,7 +169,8 @@ pub async fn replay_bounded(
     }
 }
 
-/// The parameters events_replay.sql and events_replay_backlog.sql share,
+/// The parameters events_replay.sql, events_replay_backlog.sql and
+/// events_catch_up.sql share,
 /// as owned values the statements borrow.
 struct ReplayParams {
     base: String,
@@ -181,7 +199,7 @@ impl ReplayParams {
     }
 
     /// $1 to $8, then `last` as $9.
-    fn with<'a>(&'a self, last: &'a i64) -> [&'a (dyn ToSql + Sync); 9] {
+    fn with<'a>(&'a self, last: &'a (dyn ToSql + Sync)) -> [&'a (dyn ToSql + Sync); 9] {
         [
             &self.base,
             &self.step_end,

@@ -64,11 +64,13 @@ impl Progress {
         self.position = step.end.clone();
         if step.events.is_empty() {
             // An empty step changes nothing a catch-up needs; keep the chain
-            // contiguous by extending the newest step instead.
+            // contiguous by extending the newest step instead. The first
+            // step is kept even when empty: it is where the chain starts, so
+            // a socket that synced since then catches up from memory.
             if let Some(last) = self.recent.back_mut() {
                 Arc::make_mut(last).end = step.end;
+                return;
             }
-            return;
         }
         self.recent_events += step.events.len();
         self.recent.push_back(Arc::new(step));
@@ -377,6 +379,39 @@ mod tests {
             Vec::<i64>::new()
         );
         // Older than anything kept.
+        assert!(progress.since(&snap("5:5:")).is_none());
+    }
+
+    #[test]
+    fn steps_without_events_since_the_start_still_reach_back_to_it() {
+        let mut progress = Progress {
+            position: snap("10:10:"),
+            recent: VecDeque::new(),
+            recent_events: 0,
+        };
+        for (start, end) in [("10:10:", "12:12:"), ("12:12:", "15:15:")] {
+            progress.record(Step {
+                start: snap(start),
+                end: snap(end),
+                events: vec![],
+            });
+        }
+        assert_eq!(progress.recent.len(), 1, "one chain, not one step each");
+        // A socket that synced between the empty steps has missed nothing,
+        // and knows it from memory rather than from the log.
+        assert_eq!(progress.since(&snap("11:11:")).map(|e| e.len()), Some(0));
+        progress.record(Step {
+            start: snap("15:15:"),
+            end: snap("17:17:"),
+            events: vec![event(1, 16)],
+        });
+        let ids: Vec<i64> = progress
+            .since(&snap("11:11:"))
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(ids, vec![1]);
         assert!(progress.since(&snap("5:5:")).is_none());
     }
 }

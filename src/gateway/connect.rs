@@ -215,8 +215,7 @@ async fn join_live(
                 drop(progress);
                 let events = {
                     let client = gateway.pool.get().await?;
-                    db::events::replay(&client, &inbox, &Position::at(from.clone()), &end, i64::MAX)
-                        .await?
+                    db::events::catch_up(&client, &inbox, &Position::at(from.clone()), &end).await?
                 };
                 if !send_catch_up(
                     socket,

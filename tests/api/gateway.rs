@@ -728,6 +728,96 @@ async fn deactivation_disconnects_and_a_sector_change_moves_rooms() {
     assert_eq!(again.as_deref(), Some("user_inactive"));
 }
 
+/// A socket whose snapshot is older than the tail's recent steps catches
+/// up from the log; that read must keep the changes to its user and what a
+/// move lets them see, or a socket connecting while its user is moved or
+/// deactivated would join the wrong rooms or stay connected.
+#[tokio::test]
+async fn a_catch_up_read_from_the_log_keeps_the_changes_to_its_user() {
+    let app = TestApp::spawn().await;
+    let (old_sector, new_sector) = (Uuid::new_v4(), Uuid::new_v4());
+    let user = app.user("Ada", "USER", Some(old_sector)).await;
+    let other = app.user("Bob", "USER", Some(old_sector)).await;
+    let pool = herald::db::pool(&app.db.url, 2).unwrap();
+    let client = pool.get().await.unwrap();
+    let inbox = herald::db::inbox::Inbox {
+        user_id: user,
+        sector_id: Some(old_sector),
+        is_admin: false,
+    };
+    let snapshot = || async {
+        let client = pool.get().await.unwrap();
+        herald::db::current_snapshot(&**client).await.unwrap()
+    };
+    let titles_between = |from: herald::db::Snapshot, to: herald::db::Snapshot| {
+        let client = &client;
+        async move {
+            let from = herald::eventlog::Position::at(from);
+            herald::db::events::catch_up(client, &inbox, &from, &to)
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    let title = e.payload["title"].as_str().map(str::to_owned);
+                    title.unwrap_or_else(|| e.kind.as_str().to_owned())
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+
+    let start = snapshot().await;
+    app.broadcast("sector", Some(old_sector), "old sector")
+        .await;
+    app.broadcast("sector", Some(new_sector), "new sector")
+        .await;
+    app.broadcast("admin", None, "for admins").await;
+    app.notify(other, "for Bob").await;
+    // Without a change to the user, only what their rooms reach.
+    assert_eq!(
+        titles_between(start.clone(), snapshot().await).await,
+        ["old sector"]
+    );
+
+    let moved = snapshot().await;
+    app.pg
+        .execute(
+            "update herald.users set sector_id = $2 where id = $1",
+            &[&user, &new_sector],
+        )
+        .await
+        .unwrap();
+    app.pg
+        .execute(
+            "update herald.users set role = 'USER' where id = $1",
+            &[&other],
+        )
+        .await
+        .unwrap();
+    app.broadcast("sector", Some(new_sector), "after the move")
+        .await;
+    app.broadcast("admin", None, "admins after the move").await;
+    // The change to the user, and every room's events after it: the
+    // catch-up decides them against the rooms the move left the user in.
+    // Bob's change is not Ada's business.
+    assert_eq!(
+        titles_between(moved, snapshot().await).await,
+        ["user.updated", "after the move", "admins after the move"]
+    );
+
+    let deactivated = snapshot().await;
+    app.pg
+        .execute(
+            "update herald.users set is_active = false where id = $1",
+            &[&user],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        titles_between(deactivated, snapshot().await).await,
+        ["user.updated"]
+    );
+}
+
 #[tokio::test]
 async fn nothing_is_lost_or_doubled_between_the_pending_push_and_the_live_stream() {
     let app = TestApp::spawn().await;
