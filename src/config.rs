@@ -226,6 +226,10 @@ pub struct ServeArgs {
     /// Unread notifications pushed on connect.
     #[arg(long, env = "HERALD_PENDING_LIMIT", default_value = "50", value_parser = count::<0, 1000>)]
     pub pending_limit: u32,
+    /// Unread notifications herald keeps per online user to move their
+    /// count in memory; past it the database counts them.
+    #[arg(long, env = "HERALD_UNREAD_TRACKED", default_value = "1000", value_parser = size::<0, 100_000>)]
+    pub unread_tracked: usize,
     /// Sockets one user may hold on this instance.
     #[arg(long, env = "HERALD_MAX_SOCKETS_PER_USER", default_value = "10", value_parser = size::<1, 10_000>)]
     pub max_sockets_per_user: usize,
@@ -296,6 +300,8 @@ pub struct Config {
     pub cors: CorsOrigins,
     pub admin_roles: AdminRoles,
     pub pending_limit: u32,
+    /// Unread notifications kept in memory per online user.
+    pub unread_tracked: usize,
     pub max_sockets_per_user: usize,
     /// Events a resume may replay before it is answered with `sync:reset`.
     pub replay_limit: u32,
@@ -342,6 +348,7 @@ impl ServeArgs {
             cors: self.cors_origins.clone(),
             admin_roles: self.admin_roles.clone(),
             pending_limit: self.pending_limit,
+            unread_tracked: self.unread_tracked,
             max_sockets_per_user: self.max_sockets_per_user,
             replay_limit: self.replay_limit,
             event_retention: self.event_retention,

@@ -9,7 +9,8 @@
 //!   catch-up apply it event by event (gateway::connect), and dispatch
 //!   applies [`UserChange::for_member`] to the changed user.
 //!
-//! Every event kind is handled in [`route`] alone; both paths follow it.
+//! Every event kind is handled in [`route`] alone; both paths follow it,
+//! including what the event does to unread counts ([`Emission::unread`]).
 
 use serde::Deserialize;
 use time::OffsetDateTime;
@@ -19,6 +20,7 @@ pub use crate::audience::Audience;
 use crate::audience::{AdminRoles, Inbox};
 use crate::eventlog::{Event, Kind};
 use crate::names::emit;
+use crate::unread::Effect;
 use crate::wire;
 
 /// Who an event is addressed to, from its routing columns.
@@ -35,8 +37,8 @@ pub struct Emission {
     /// The notification a `notification:new` announces: its pushes are
     /// recorded as deliveries.
     pub delivers: Option<Uuid>,
-    /// Whether the addressed users' unread counts may have changed.
-    pub changes_count: bool,
+    /// What it does to the unread notifications of those it reaches.
+    pub unread: Effect,
 }
 
 /// A change to a user's access or rooms.
@@ -202,7 +204,10 @@ pub fn route(event: &Event, event_id: &str, now: OffsetDateTime) -> Route {
                 event: emit::NOTIFICATION_NEW,
                 payload: json(&payload),
                 delivers: Some(notification.id),
-                changes_count: true,
+                unread: Effect::Adds {
+                    id: notification.id,
+                    expires_at: expiry(&notification),
+                },
             })
         }
         Kind::NotificationRead => {
@@ -223,7 +228,7 @@ pub fn route(event: &Event, event_id: &str, now: OffsetDateTime) -> Route {
                 event: emit::NOTIFICATION_READ,
                 payload: json(&payload),
                 delivers: None,
-                changes_count: true,
+                unread: Effect::Removes(read.notification_id),
             })
         }
         Kind::NotificationRetracted => {
@@ -244,7 +249,7 @@ pub fn route(event: &Event, event_id: &str, now: OffsetDateTime) -> Route {
                 event: emit::NOTIFICATION_RETRACTED,
                 payload: json(&payload),
                 delivers: None,
-                changes_count: true,
+                unread: Effect::Removes(retracted.notification_id),
             })
         }
         Kind::UserUpdated => match serde_json::from_value::<UserPayload>(event.payload.clone()) {
@@ -260,13 +265,12 @@ pub fn route(event: &Event, event_id: &str, now: OffsetDateTime) -> Route {
 }
 
 fn is_expired(notification: &wire::Notification, now: OffsetDateTime) -> bool {
-    notification
-        .expires_at
-        .as_deref()
-        .and_then(|at| {
-            OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()
-        })
-        .is_some_and(|at| at <= now)
+    expiry(notification).is_some_and(|at| at <= now)
+}
+
+fn expiry(notification: &wire::Notification) -> Option<OffsetDateTime> {
+    let at = notification.expires_at.as_deref()?;
+    OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()
 }
 
 fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
@@ -365,7 +369,13 @@ mod tests {
             "routing columns stay internal"
         );
         assert_eq!(emission.delivers, Some(Uuid::nil()));
-        assert!(emission.changes_count);
+        assert_eq!(
+            emission.unread,
+            Effect::Adds {
+                id: Uuid::nil(),
+                expires_at: None
+            }
+        );
     }
 
     #[test]
@@ -428,7 +438,17 @@ mod tests {
             None,
             created_payload("all", Some("2026-11-27T10:00:00.000000Z")),
         );
-        assert!(matches!(route(&later, "p", NOW), Route::Emit(_)));
+        let Route::Emit(emission) = route(&later, "p", NOW) else {
+            panic!("not emitted")
+        };
+        assert_eq!(
+            emission.unread,
+            Effect::Adds {
+                id: Uuid::nil(),
+                expires_at: Some(time::macros::datetime!(2026-11-27 10:00 UTC))
+            },
+            "its expiry goes with it, so the count falls when it passes"
+        );
     }
 
     #[test]
@@ -452,6 +472,7 @@ mod tests {
             json!({"notificationId": n, "readAt": "2026-11-27T09:00:00.000000Z", "eventId": "p2"})
         );
         assert_eq!(emission.delivers, None);
+        assert_eq!(emission.unread, Effect::Removes(n));
     }
 
     #[test]
@@ -712,6 +733,5 @@ mod tests {
         };
         assert_eq!(emission.payload["eventId"], "after-7");
         assert_eq!(emission.delivers, Some(Uuid::nil()));
-        assert!(emission.changes_count);
     }
 }

@@ -15,7 +15,7 @@
 //! - [`eventlog`]: the event log's [`eventlog::tail`], which reads it past a
 //!   snapshot cursor on its own LISTEN connection, and its retention;
 //! - [`fanout`]: the pure mapping from one event to the rooms and socket
-//!   events it produces;
+//!   events it produces, and what it does to [`unread`] counts;
 //! - [`gateway`]: the Socket.IO namespace: handshake, connect sequence,
 //!   client events, per-user presence and unread counts;
 //! - [`deliveries`]: the batched writer of `SENT` delivery records;
@@ -38,6 +38,7 @@ pub mod names;
 pub mod server;
 pub mod supervisor;
 pub mod telemetry;
+pub mod unread;
 pub mod wire;
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, ConfigError};
 use crate::eventlog::tail::TailHandle;
 use crate::gateway::admission::Admission;
-use crate::gateway::counts::Counts;
+use crate::gateway::counts::{Counts, Keeper};
 use crate::gateway::dispatch::Dispatcher;
 use crate::gateway::limits::Limiter;
 use crate::gateway::presence::Presence;
@@ -101,6 +101,7 @@ impl Server {
             jwt: config.jwt.clone(),
             admin_roles: config.admin_roles.clone(),
             pending_limit: config.pending_limit,
+            unread_tracked: config.unread_tracked,
             max_sockets_per_user: config.max_sockets_per_user,
             replay_limit: crate::gateway::replay::ReplayLimit::new(config.replay_limit),
             connects: Limiter::new(config.connect_rate),
@@ -122,17 +123,24 @@ impl Server {
             deliveries: delivery_queue,
             counts: counts.clone(),
             admin_roles: config.admin_roles.clone(),
+            unread_tracked: config.unread_tracked,
         });
         supervisor.spawn("tail", tail.run(dispatcher, stop.clone().cancelled_owned()));
+        let keeper = Arc::new(Keeper {
+            pool: pool.clone(),
+            io: io.clone(),
+            presence,
+            tail: tail_handle.clone(),
+            admin_roles: config.admin_roles.clone(),
+            limit: config.unread_tracked,
+        });
         supervisor.spawn(
             "unread-counts",
-            counts
-                .clone()
-                .run(pool.clone(), io.clone(), presence.clone(), stop.clone()),
+            counts.clone().run(keeper.clone(), stop.clone()),
         );
         supervisor.spawn(
             "notification-expiry",
-            counts.watch_notification_expiry(pool.clone(), presence, stop.clone()),
+            counts.watch_notification_expiry(keeper, stop.clone()),
         );
         {
             let (io, leeway, stop) = (io.clone(), config.jwt.leeway(), stop.clone());

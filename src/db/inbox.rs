@@ -74,6 +74,29 @@ impl Inbox {
             .collect()
     }
 
+    /// The ids of what they have unread and when each expires, at most
+    /// `limit` (sql/inbox_unread_ids.sql).
+    #[tracing::instrument(skip_all, fields(user.id = %self.user_id))]
+    pub async fn unread_ids(
+        &self,
+        client: &impl GenericClient,
+        limit: usize,
+    ) -> Result<Vec<(Uuid, Option<time::OffsetDateTime>)>, tokio_postgres::Error> {
+        let statement = client
+            .prepare_cached(include_str!("../../sql/inbox_unread_ids.sql"))
+            .await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = client
+            .query(
+                &statement,
+                &[&self.user_id, &self.sector_id, &self.is_admin, &limit],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("id")?, row.try_get("expires_at")?)))
+            .collect()
+    }
+
     #[tracing::instrument(skip_all, fields(user.id = %self.user_id))]
     pub async fn unread_count(
         &self,

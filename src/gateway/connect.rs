@@ -29,6 +29,7 @@ use crate::eventlog::{Event, Position, Snapshot};
 use crate::fanout::{self, Decision};
 use crate::names::emit;
 use crate::telemetry::metrics;
+use crate::unread::{Change, Unread};
 use crate::wire;
 
 /// How long a connecting socket waits for the tail to reach its snapshot.
@@ -78,6 +79,8 @@ struct Initial {
     replay: Option<Vec<Event>>,
     pending: Vec<db::inbox::Unread>,
     count: i64,
+    /// What they have unread, kept if no other socket of theirs is joined.
+    unread: Unread,
 }
 
 async fn sync(socket: &SocketRef, gateway: &Gateway, session: &Session) -> anyhow::Result<()> {
@@ -146,7 +149,13 @@ async fn sync(socket: &SocketRef, gateway: &Gateway, session: &Session) -> anyho
         },
     )
     .await?;
-    join_live(socket, gateway, session, initial.snapshot, initial.inbox).await
+    let synced = Synced {
+        snapshot: initial.snapshot,
+        inbox: initial.inbox,
+        count: initial.count,
+        unread: initial.unread,
+    };
+    join_live(socket, gateway, session, synced).await
 }
 
 async fn read_initial(gateway: &Gateway, session: &Session) -> anyhow::Result<Option<Initial>> {
@@ -183,7 +192,18 @@ async fn read_initial(gateway: &Gateway, session: &Session) -> anyhow::Result<Op
         Some(_) => Vec::new(),
         None => inbox.unread(&tx, gateway.pending_limit).await?,
     };
-    let count = inbox.unread_count(&tx).await?;
+    // The unread set, whose size is the count; a user past the limit is
+    // counted by the database instead.
+    metrics::count_query("connect");
+    let ids = inbox.unread_ids(&tx, gateway.unread_tracked + 1).await?;
+    let unread = Unread::load(ids, gateway.unread_tracked);
+    let count = match unread.count() {
+        Some(count) => count,
+        None => {
+            metrics::count_query("connect");
+            inbox.unread_count(&tx).await?
+        }
+    };
     tx.commit().await?;
     Ok(Some(Initial {
         snapshot,
@@ -192,18 +212,35 @@ async fn read_initial(gateway: &Gateway, session: &Session) -> anyhow::Result<Op
         replay,
         pending,
         count,
+        unread,
     }))
 }
 
-/// Sends what was dispatched between `from` and the tail's position, then
-/// joins the rooms, all under the progress lock.
+/// Where the connect sequence left the socket: at `snapshot`, in `inbox`'s
+/// rooms, told `count`, with `unread` behind it.
+struct Synced {
+    snapshot: Snapshot,
+    inbox: Inbox,
+    count: i64,
+    unread: Unread,
+}
+
+/// Sends what was dispatched between the socket's snapshot and the tail's
+/// position, then joins the rooms and takes the user's place among those
+/// whose counts move in memory, all under the progress lock.
 async fn join_live(
     socket: &SocketRef,
     gateway: &Gateway,
     session: &Session,
-    mut from: Snapshot,
-    mut inbox: Inbox,
+    synced: Synced,
 ) -> anyhow::Result<()> {
+    let Synced {
+        snapshot: mut from,
+        mut inbox,
+        count,
+        mut unread,
+    } = synced;
+    let mut moved = false;
     let mut stepped = gateway.tail.stepped.clone();
     let deadline = tokio::time::Instant::now() + TAIL_WAIT;
     loop {
@@ -217,24 +254,41 @@ async fn join_live(
                     let client = gateway.pool.get().await?;
                     db::events::catch_up(&client, &inbox, &Position::at(from.clone()), &end).await?
                 };
-                if !send_catch_up(
-                    socket,
-                    gateway,
-                    &from,
-                    &end,
-                    events.iter().collect(),
-                    &mut inbox,
-                )? {
+                let Some(plan) =
+                    send_catch_up(socket, gateway, &from, &end, events.iter().collect(), inbox)?
+                else {
                     return Ok(());
-                }
+                };
+                (inbox, moved) = (plan.inbox, moved | plan.moved);
+                plan.apply(&mut unread, gateway.unread_tracked);
                 from = end;
                 continue;
             };
-            if !send_catch_up(socket, gateway, &from, &end, missed, &mut inbox)? {
+            let Some(plan) = send_catch_up(socket, gateway, &from, &end, missed, inbox)? else {
                 return Ok(());
-            }
+            };
+            (inbox, moved) = (plan.inbox, moved | plan.moved);
+            plan.apply(&mut unread, gateway.unread_tracked);
             socket.join(rooms(&inbox));
-            session.slot.join(inbox);
+            let kept = session.slot.join(inbox, || unread);
+            if moved {
+                // The set was read for the rooms they had at connect.
+                if gateway.presence.rooms_changed(inbox).is_some() {
+                    gateway.counts.reload(inbox.user_id);
+                }
+            } else {
+                match kept {
+                    Change::Count(now) if now != count => {
+                        let _ = outbox::send(
+                            socket,
+                            emit::NOTIFICATION_COUNT,
+                            &wire::Count { count: now },
+                        );
+                    }
+                    Change::Query => gateway.counts.query([inbox.user_id]),
+                    Change::Count(_) | Change::Unchanged => {}
+                }
+            }
             drop(progress);
             tracing::debug!(socket.id = %socket.id, user.id = %inbox.user_id, "socket live");
             return Ok(());
@@ -251,17 +305,18 @@ async fn join_live(
 
 /// Emits the events of (from, end] addressed to this user, in (tx, id)
 /// order with their live positions, applying changes to the user on the
-/// way. False when the user was deactivated (the socket is then closed).
+/// way. `None` when the socket is closed meanwhile (the user was
+/// deactivated, or the socket could not take its catch-up).
 fn send_catch_up(
     socket: &SocketRef,
     gateway: &Gateway,
     from: &Snapshot,
     end: &Snapshot,
     events: Vec<&Event>,
-    inbox: &mut Inbox,
-) -> anyhow::Result<bool> {
+    inbox: Inbox,
+) -> anyhow::Result<Option<CatchUp>> {
     let now = OffsetDateTime::now_utc();
-    let plan = catch_up(events, from, end, *inbox, now, &gateway.admin_roles);
+    let plan = catch_up(events, from, end, inbox, now, &gateway.admin_roles);
     for emission in &plan.emissions {
         // Under the progress lock nothing may wait: a socket that cannot
         // take its catch-up is evicted and resumes when it reconnects.
@@ -273,20 +328,16 @@ fn send_catch_up(
             }
             Sent::Full => {
                 outbox::evict(socket.clone());
-                return Ok(false);
+                return Ok(None);
             }
-            Sent::Closed => return Ok(false),
+            Sent::Closed => return Ok(None),
         }
     }
     if plan.disconnect {
         let _ = socket.clone().disconnect();
-        return Ok(false);
+        return Ok(None);
     }
-    *inbox = plan.inbox;
-    if plan.recount {
-        gateway.counts.refresh([inbox.user_id]);
-    }
-    Ok(true)
+    Ok(Some(plan))
 }
 
 /// What a catch-up sends a member and leaves them as.
@@ -299,8 +350,17 @@ struct CatchUp {
     /// They were deactivated: what came before is sent, then the socket
     /// is closed, and nothing after it is planned.
     disconnect: bool,
-    /// Whether their unread count may have changed.
-    recount: bool,
+    /// Whether their rooms changed among the events.
+    moved: bool,
+}
+
+impl CatchUp {
+    /// Moves an unread set read at `from` to `end`.
+    fn apply(&self, unread: &mut Unread, limit: usize) {
+        for emission in &self.emissions {
+            unread.apply(emission.unread, limit);
+        }
+    }
 }
 
 /// Decides the events of (from, end] for one member, each against their
@@ -315,7 +375,7 @@ fn catch_up(
 ) -> CatchUp {
     events.sort_by_key(|e| (e.tx, e.id));
     let mut emissions = Vec::new();
-    let mut recount = false;
+    let mut moved = false;
     for event in events {
         let event_id = || Position::after_event(from, end, event.tx, event.id).to_string();
         match fanout::decide(event, &inbox, now, admins, event_id) {
@@ -326,24 +386,21 @@ fn catch_up(
                     emissions,
                     inbox,
                     disconnect: true,
-                    recount,
+                    moved,
                 };
             }
             Decision::Rooms(new) => {
                 inbox = new;
-                recount = true;
+                moved = true;
             }
-            Decision::Emit(emission) => {
-                recount |= emission.changes_count;
-                emissions.push(emission);
-            }
+            Decision::Emit(emission) => emissions.push(emission),
         }
     }
     CatchUp {
         emissions,
         inbox,
         disconnect: false,
-        recount,
+        moved,
     }
 }
 
@@ -439,7 +496,7 @@ mod tests {
             plan.emissions[2].payload["eventId"],
             Position::after_event(&from, &end, 105, 3).to_string()
         );
-        assert!(plan.recount && !plan.disconnect);
+        assert!(!plan.moved && !plan.disconnect);
         assert_eq!(plan.inbox, m);
     }
 
@@ -469,7 +526,7 @@ mod tests {
                 is_admin: true
             }
         );
-        assert!(plan.recount);
+        assert!(plan.moved);
     }
 
     #[test]
@@ -503,7 +560,7 @@ mod tests {
                 emissions: vec![],
                 inbox: m,
                 disconnect: false,
-                recount: false
+                moved: false
             }
         );
     }

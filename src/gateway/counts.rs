@@ -1,13 +1,23 @@
 //! Unread counts: `notification:count` for every online user whose count
-//! may have changed.
+//! changed, and the database's part in keeping them.
 //!
-//! Requests from the fan-out, the connect sequence and the expiry watcher
-//! are coalesced into a set; one task takes the whole set, asks PostgreSQL
-//! for all of those counts in one statement, and emits each, then rests as
-//! long as that took before the next pass. A broadcast to
-//! a sector of 10,000 online users is one query, not 10,000. Being one task,
-//! it never emits an older count after a newer one. The value a client sees
-//! is what the unread query returns at that moment.
+//! Most counts move in memory (crate::unread): dispatch applies each event
+//! to the unread sets of the users it reaches and pushes the new counts in
+//! the same step, with no query. What this module adds, in one task:
+//!
+//! - the counts of users with more unread than herald keeps, asked of the
+//!   database for all of them in one statement per pass, coalesced while a
+//!   pass runs (a broadcast to 10,000 such users is one query);
+//! - reloads after a change of rooms: the user's unread set is read again
+//!   and lined up with the tail as a connect is, so it is exact at the
+//!   dispatched position;
+//! - expiries: each second, sets drop what has expired (under the tail's
+//!   progress lock, so a count never overtakes one dispatch pushes), and
+//!   users the database counts are recounted when something of theirs
+//!   expired.
+//!
+//! `herald_count_queries_total` counts every statement that reads an
+//! unread count or set, by why it ran.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -16,78 +26,132 @@ use std::time::Duration;
 use socketioxide::SocketIo;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
+use tokio_postgres::IsolationLevel;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::outbox::{self, Sent};
 use super::presence::Presence;
-use crate::audience::{Audience, room};
+use crate::audience::{AdminRoles, Audience, room};
 use crate::db::{self, Pool};
+use crate::eventlog::tail::TailHandle;
+use crate::fanout::{self, Decision};
 use crate::names::{NAMESPACE, emit};
+use crate::telemetry::metrics;
+use crate::unread::{Change, Unread};
 use crate::wire;
 
 /// Users per count query.
 const CHUNK: usize = 5_000;
-/// The longest pause between two refresh passes.
+/// The longest pause between two passes.
 const MAX_REST: Duration = Duration::from_millis(500);
 /// How often expiries are looked for.
 const EXPIRY_TICK: Duration = Duration::from_secs(1);
+/// How long a reload waits for the tail to reach its snapshot.
+const TAIL_WAIT: Duration = Duration::from_secs(10);
 
 /// The handle that asks for counts.
 #[derive(Clone, Default)]
 pub struct Counts {
-    pending: Arc<Mutex<HashSet<Uuid>>>,
+    pending: Arc<Mutex<Pending>>,
     wake: Arc<Notify>,
 }
 
+#[derive(Default)]
+struct Pending {
+    /// Users the database counts whose count changed.
+    queries: HashSet<Uuid>,
+    /// Users whose rooms changed.
+    reloads: HashSet<Uuid>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.queries.is_empty() && self.reloads.is_empty()
+    }
+}
+
+/// What the counts task needs.
+pub struct Keeper {
+    pub pool: Pool,
+    pub io: SocketIo,
+    pub presence: Arc<Presence>,
+    pub tail: TailHandle,
+    pub admin_roles: AdminRoles,
+    /// `HERALD_UNREAD_TRACKED`.
+    pub limit: usize,
+}
+
 impl Counts {
-    /// Asks for a fresh count for these users (those still online then).
-    pub fn refresh(&self, users: impl IntoIterator<Item = Uuid>) {
+    /// Asks the database for these users' counts (those it still counts then).
+    pub fn query(&self, users: impl IntoIterator<Item = Uuid>) {
+        self.request(|pending| pending.queries.extend(users));
+    }
+
+    /// Asks for a user's unread set to be read again after a change of rooms.
+    pub fn reload(&self, user: Uuid) {
+        self.request(|pending| {
+            pending.reloads.insert(user);
+        });
+    }
+
+    fn request(&self, add: impl FnOnce(&mut Pending)) {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        let before = pending.len();
-        pending.extend(users);
-        if pending.len() > before {
+        let before = (pending.queries.len(), pending.reloads.len());
+        add(&mut pending);
+        if (pending.queries.len(), pending.reloads.len()) != before {
             self.wake.notify_one();
         }
     }
 
-    fn take(&self) -> HashSet<Uuid> {
+    fn take(&self) -> Pending {
         std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Runs the refresher until `stop` is cancelled.
-    pub async fn run(
-        self,
-        pool: Pool,
-        io: SocketIo,
-        presence: Arc<Presence>,
-        stop: CancellationToken,
-    ) {
+    /// Runs the database's part until `stop` is cancelled.
+    pub async fn run(self, keeper: Arc<Keeper>, stop: CancellationToken) {
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = self.wake.notified() => {}
             }
             let started = tokio::time::Instant::now();
-            let users = self.take();
-            let inboxes: Vec<_> = users
+            let pending = self.take();
+            if pending.is_empty() {
+                continue;
+            }
+            if !pending.reloads.is_empty() {
+                let users: Vec<Uuid> = pending.reloads.iter().copied().collect();
+                if let Err(error) = self.reload_sets(&keeper, &users).await {
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        users = users.len(),
+                        "unread sets not reloaded"
+                    );
+                    users.iter().for_each(|user| self.reload(*user));
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            let inboxes: Vec<_> = pending
+                .queries
                 .into_iter()
-                .filter_map(|user| presence.inbox(user))
+                .filter_map(|user| keeper.presence.untracked(user))
                 .collect();
             for chunk in inboxes.chunks(CHUNK) {
-                if let Err(error) = emit_counts(&pool, &io, chunk).await {
+                if let Err(error) = query_counts(&keeper, chunk).await {
                     tracing::warn!(
                         error = format!("{error:#}"),
                         users = chunk.len(),
                         "unread counts not refreshed"
                     );
                     // Ask again once the database answers.
-                    self.refresh(chunk.iter().map(|i| i.user_id));
+                    self.query(chunk.iter().map(|i| i.user_id));
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
             // Rest as long as the pass took: under a flood of changes the
-            // refresher keeps a database connection busy half the time, not
-            // all of it, and the users changed meanwhile are counted once in
+            // task keeps a database connection busy half the time, not all
+            // of it, and the users changed meanwhile are counted once in
             // the next pass. Idle, a pass takes a millisecond or two.
             let rest = started.elapsed().min(MAX_REST);
             tokio::select! {
@@ -97,14 +161,77 @@ impl Counts {
         }
     }
 
-    /// Refreshes the counts of online users whose unread notifications
-    /// expired, within about a second of the expiry.
-    pub async fn watch_notification_expiry(
-        self,
-        pool: Pool,
-        presence: Arc<Presence>,
-        stop: CancellationToken,
-    ) {
+    /// Reads the unread sets of users whose rooms changed, in one snapshot,
+    /// and installs each once the tail has dispatched that snapshot, with
+    /// the events dispatched since applied: exact at the dispatched
+    /// position, as a connect is.
+    async fn reload_sets(&self, keeper: &Keeper, users: &[Uuid]) -> anyhow::Result<()> {
+        let waiting: Vec<_> = users
+            .iter()
+            .filter_map(|user| keeper.presence.reloading(*user))
+            .collect();
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let mut client = keeper.pool.get().await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let snapshot = db::current_snapshot(&*tx).await?;
+        let mut sets = Vec::with_capacity(waiting.len());
+        for (inbox, reload) in waiting {
+            metrics::count_query("reload");
+            let ids = inbox.unread_ids(&tx, keeper.limit + 1).await?;
+            sets.push((inbox, reload, ids));
+        }
+        tx.commit().await?;
+        drop(client);
+
+        let mut stepped = keeper.tail.stepped.clone();
+        let deadline = tokio::time::Instant::now() + TAIL_WAIT;
+        loop {
+            let progress = keeper.tail.progress.lock().await;
+            if progress.position.includes(&snapshot) {
+                let Some(missed) = progress.since(&snapshot) else {
+                    // Older than the steps kept in memory: read them again.
+                    drop(progress);
+                    users.iter().for_each(|user| self.reload(*user));
+                    return Ok(());
+                };
+                let now = OffsetDateTime::now_utc();
+                for (inbox, reload, ids) in sets {
+                    let mut unread = Unread::load(ids, keeper.limit);
+                    for event in &missed {
+                        // Another change of rooms among them starts another
+                        // reload, which makes this one's result outdated.
+                        let decision =
+                            fanout::decide(event, &inbox, now, &keeper.admin_roles, String::new);
+                        if let Decision::Emit(emission) = decision {
+                            unread.apply(emission.unread, keeper.limit);
+                        }
+                    }
+                    match keeper.presence.reloaded(reload, inbox, unread) {
+                        Some(Change::Count(count)) => push(&keeper.io, inbox.user_id, count),
+                        Some(Change::Query) => self.query([inbox.user_id]),
+                        Some(Change::Unchanged) | None => {}
+                    }
+                }
+                return Ok(());
+            }
+            drop(progress);
+            keeper.tail.poke.notify_one();
+            tokio::time::timeout_at(deadline, stepped.changed())
+                .await
+                .map_err(|_| anyhow::anyhow!("the event log tail did not catch up"))?
+                .map_err(|_| anyhow::anyhow!("the event log tail stopped"))?;
+        }
+    }
+
+    /// Lowers counts as notifications expire, within about a second.
+    pub async fn watch_notification_expiry(self, keeper: Arc<Keeper>, stop: CancellationToken) {
         let mut checked = OffsetDateTime::now_utc();
         let mut tick = tokio::time::interval(EXPIRY_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -114,8 +241,20 @@ impl Counts {
                 _ = tick.tick() => {}
             }
             let now = OffsetDateTime::now_utc();
+            {
+                // Under the progress lock: between two dispatches, so this
+                // count and theirs go out in the order they were taken.
+                let _dispatching = keeper.tail.progress.lock().await;
+                for (user, count) in keeper.presence.expire(now) {
+                    push(&keeper.io, user, count);
+                }
+            }
+            if !keeper.presence.has_untracked() {
+                checked = now;
+                continue;
+            }
             let expired = async {
-                let client = pool.get().await?;
+                let client = keeper.pool.get().await?;
                 anyhow::Ok(db::notifications::expired_between(&client, checked, now).await?)
             }
             .await;
@@ -123,11 +262,11 @@ impl Counts {
                 Ok(rows) => {
                     checked = now;
                     for (audience, user_id, sector_id) in rows {
-                        let audience = Audience::from_columns(&audience, user_id, sector_id);
-                        if let Some(audience) = audience {
-                            self.refresh(
-                                presence.addressed(audience).into_iter().map(|i| i.user_id),
-                            );
+                        if let Some(audience) =
+                            Audience::from_columns(&audience, user_id, sector_id)
+                        {
+                            let users = keeper.presence.addressed(audience);
+                            self.query(users.into_iter().map(|inbox| inbox.user_id));
                         }
                     }
                 }
@@ -137,29 +276,34 @@ impl Counts {
     }
 }
 
-async fn emit_counts(
-    pool: &Pool,
-    io: &SocketIo,
-    inboxes: &[db::inbox::Inbox],
-) -> anyhow::Result<()> {
-    let client = pool.get().await?;
+/// Asks the database for the counts of users it counts, and pushes them.
+async fn query_counts(keeper: &Keeper, inboxes: &[db::inbox::Inbox]) -> anyhow::Result<()> {
+    let client = keeper.pool.get().await?;
+    metrics::count_query("untracked");
     let counts = db::inbox::unread_counts(&client, inboxes).await?;
-    let Some(ns) = io.of(NAMESPACE) else {
-        return Ok(());
-    };
     for (user_id, count) in counts {
-        let result = ns
-            .clone()
-            .to(room::user(user_id))
-            .local()
-            .emit(emit::NOTIFICATION_COUNT, &wire::Count { count })
-            .await;
-        if let Err(error) = result {
-            tracing::debug!(error = %error, user.id = %user_id, "count not delivered to every socket");
-        }
-        crate::telemetry::metrics::pushed(emit::NOTIFICATION_COUNT);
+        push(&keeper.io, user_id, count);
     }
     Ok(())
+}
+
+/// Queues `notification:count` for every socket of `user` on this instance.
+///
+/// Never waits: it runs in dispatch, under the tail's progress lock. A
+/// socket whose queue is full is evicted, as dispatch does, so it resumes
+/// with a fresh count rather than keep a stale one.
+pub fn push(io: &SocketIo, user: Uuid, count: i64) {
+    let Some(ns) = io.of(NAMESPACE) else {
+        return;
+    };
+    let payload = wire::Count { count };
+    for socket in ns.to(room::user(user)).local().sockets() {
+        match outbox::send(&socket, emit::NOTIFICATION_COUNT, &payload) {
+            Sent::Queued | Sent::Closed => {}
+            Sent::Full => outbox::evict(socket),
+        }
+    }
+    metrics::pushed(emit::NOTIFICATION_COUNT);
 }
 
 #[cfg(test)]
@@ -169,33 +313,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn requests_coalesce_into_one_set_taken_whole() {
+    fn requests_coalesce_into_sets_taken_whole() {
         let counts = Counts::default();
         let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-        counts.refresh([a, b]);
-        counts.refresh([a]);
-        counts.clone().refresh([c, b]);
-        assert_eq!(counts.take(), HashSet::from([a, b, c]));
+        counts.query([a, b]);
+        counts.query([a]);
+        counts.clone().query([c, b]);
+        counts.reload(a);
+        counts.reload(a);
+        let taken = counts.take();
+        assert_eq!(taken.queries, HashSet::from([a, b, c]));
+        assert_eq!(taken.reloads, HashSet::from([a]));
         assert!(
             counts.take().is_empty(),
-            "a pass takes the set and empties it"
+            "a pass takes the sets and empties them"
         );
     }
 
     #[test]
-    fn the_refresher_is_woken_once_per_new_user_not_per_request() {
+    fn the_task_is_woken_once_per_new_request_not_per_call() {
         let counts = Counts::default();
         let a = Uuid::new_v4();
-        counts.refresh([a]);
+        counts.query([a]);
         assert!(counts.wake.notified().now_or_never().is_some(), "woken");
-        counts.refresh([a]);
-        counts.refresh([]);
+        counts.query([a]);
+        counts.query([]);
         assert!(
             counts.wake.notified().now_or_never().is_none(),
             "a user already waiting wakes nobody"
         );
+        counts.reload(a);
+        assert!(
+            counts.wake.notified().now_or_never().is_some(),
+            "a reload is a new request"
+        );
         counts.take();
-        counts.refresh([a]);
+        counts.query([a]);
         assert!(
             counts.wake.notified().now_or_never().is_some(),
             "taken, then asked again"

@@ -2,17 +2,16 @@
 //!
 //! Every instance tails the whole log, so every emit is `.local()`: each
 //! instance reaches its own sockets and no event crosses between instances.
-//! Runs under the tail's progress lock; it does no database I/O itself
-//! (delivery records and counts are handed to their own tasks).
+//! Runs under the tail's progress lock; it does no database I/O itself:
+//! unread counts move in memory (crate::unread) and go out with the events
+//! that moved them, and delivery records are handed to their writer.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use socketioxide::SocketIo;
 use time::OffsetDateTime;
-use uuid::Uuid;
 
-use super::counts::Counts;
+use super::counts::{self, Counts};
 use super::outbox::{self, Pacer, Sent};
 use super::presence::Presence;
 use crate::audience::{self, AdminRoles, Audience, room};
@@ -22,6 +21,7 @@ use crate::eventlog::{Event, Position};
 use crate::fanout::{self, Decision, Emission, Route, Skip, UserChange};
 use crate::names::NAMESPACE;
 use crate::telemetry::metrics;
+use crate::unread::{Change, Effect};
 
 pub struct Dispatcher {
     pub io: SocketIo,
@@ -29,12 +29,13 @@ pub struct Dispatcher {
     pub deliveries: DeliveryQueue,
     pub counts: Counts,
     pub admin_roles: AdminRoles,
+    /// `HERALD_UNREAD_TRACKED`.
+    pub unread_tracked: usize,
 }
 
 impl Dispatch for Dispatcher {
     async fn dispatch(&self, step: &Step) {
         let now = OffsetDateTime::now_utc();
-        let mut recount = HashSet::new();
         let mut pacer = Pacer::default();
         let mut run = Run::default();
         for event in &step.events {
@@ -47,20 +48,18 @@ impl Dispatch for Dispatcher {
             match fanout::route(event, &event_id, now) {
                 Route::Emit(emission) => {
                     if !run.takes(&emission) {
-                        self.emit(&mut run, now, &mut recount, &mut pacer).await;
+                        self.emit(&mut run, now, &mut pacer).await;
                     }
                     run.push(emission, event.created_at);
                 }
                 Route::UserChanged(change) => {
-                    self.emit(&mut run, now, &mut recount, &mut pacer).await;
+                    self.emit(&mut run, now, &mut pacer).await;
                     self.change_user(&change).await;
-                    recount.insert(change.user_id);
                 }
                 Route::Skip(skip) => skipped(event, &skip),
             }
         }
-        self.emit(&mut run, now, &mut recount, &mut pacer).await;
-        self.counts.refresh(recount);
+        self.emit(&mut run, now, &mut pacer).await;
         metrics::delivery_lag(self.deliveries.lag());
         let (users, sockets) = self.presence.totals();
         metrics::online(users, sockets);
@@ -97,14 +96,9 @@ impl Run {
 }
 
 impl Dispatcher {
-    /// Sends a run to this instance's sockets in its audience, and empties it.
-    async fn emit(
-        &self,
-        run: &mut Run,
-        now: OffsetDateTime,
-        recount: &mut HashSet<Uuid>,
-        pacer: &mut Pacer,
-    ) {
+    /// Sends a run to this instance's sockets in its audience, then the
+    /// unread counts it moved, and empties it.
+    async fn emit(&self, run: &mut Run, now: OffsetDateTime, pacer: &mut Pacer) {
         let Some((audience, emissions)) = run.take() else {
             return;
         };
@@ -139,18 +133,26 @@ impl Dispatcher {
             pacer.served().await;
         }
         let sent_at = OffsetDateTime::now_utc();
-        let reached = self.presence.addressed(audience);
+        let effects: Vec<Effect> = emissions.iter().map(|(e, _)| e.unread).collect();
+        let reached = self.presence.reach(audience, &effects, self.unread_tracked);
         for (emission, created_at) in &emissions {
             metrics::pushed(emission.event);
             metrics::emitted_after((sent_at - *created_at).try_into().unwrap_or_default());
             if let Some(notification_id) = emission.delivers {
-                for inbox in &reached {
-                    self.deliveries.sent(notification_id, inbox.user_id, now);
+                for user_id in &reached.users {
+                    self.deliveries.sent(notification_id, *user_id, now);
                 }
             }
         }
-        if emissions.iter().any(|(emission, _)| emission.changes_count) {
-            recount.extend(reached.iter().map(|inbox| inbox.user_id));
+        for (user_id, change) in reached.counts {
+            match change {
+                Change::Count(count) => {
+                    counts::push(&self.io, user_id, count);
+                    pacer.served().await;
+                }
+                Change::Query => self.counts.query([user_id]),
+                Change::Unchanged => {}
+            }
         }
     }
 
@@ -180,7 +182,11 @@ impl Dispatcher {
                 for room in moves.join {
                     join(sockets(), room).await;
                 }
-                self.presence.set_inbox(new);
+                // What reaches them now differs: their unread set is read
+                // again, and their count pushed when it is.
+                if self.presence.rooms_changed(new).is_some() {
+                    self.counts.reload(change.user_id);
+                }
             }
             // A change is always for its own user, who is `old`'s.
             Decision::NotAddressed | Decision::Skip(_) | Decision::Emit(_) => {}
@@ -230,7 +236,7 @@ mod tests {
             event: crate::names::emit::NOTIFICATION_NEW,
             payload: serde_json::json!({"n": n}),
             delivers: None,
-            changes_count: true,
+            unread: Effect::None,
         }
     }
 

@@ -10,8 +10,9 @@
 //! - [`client_events`] answers `mark.*`, `notifications.list`, `auth.refresh`.
 //! - [`dispatch`] turns each step of the event log into room emits, delivery
 //!   records and unread counts.
-//! - [`presence`] knows who is online here; [`counts`] keeps their unread
-//!   counts current with one query per batch, never one per recipient.
+//! - [`presence`] knows who is online here and what they have unread
+//!   (crate::unread); [`counts`] pushes their counts and does the database's
+//!   part: reloads, expiries, and the users it counts itself.
 
 pub mod admission;
 pub mod client_events;
@@ -51,6 +52,8 @@ pub struct Shared {
     /// Roles that join the `admin` room.
     pub admin_roles: AdminRoles,
     pub pending_limit: u32,
+    /// Unread notifications kept in memory per online user.
+    pub unread_tracked: usize,
     pub max_sockets_per_user: usize,
     /// How much a resume may replay before it is reset.
     pub replay_limit: replay::ReplayLimit,

@@ -10,12 +10,14 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use uuid::Uuid;
 
 use crate::audience::Audience;
 use crate::db::inbox::Inbox;
+use crate::unread::{Change, Effect, Unread};
 
 #[derive(Debug, Default)]
 struct Member {
@@ -23,14 +25,32 @@ struct Member {
     sockets: usize,
     /// Sockets in their rooms, receiving live events.
     joined: usize,
-    /// The user's rooms as of the log position dispatched so far; set when
-    /// the first socket joins, kept current by `user.updated` events.
-    inbox: Option<Inbox>,
+    /// Set when the first socket joins, kept at the dispatched position
+    /// while one is joined, dropped when the last leaves.
+    live: Option<Live>,
+}
+
+/// A joined user's rooms and unread notifications.
+#[derive(Debug)]
+struct Live {
+    inbox: Inbox,
+    unread: Unread,
+}
+
+/// What one event did to the users it reached here.
+#[derive(Debug, Default, PartialEq)]
+pub struct Reached {
+    /// Every user it reached.
+    pub users: Vec<Uuid>,
+    /// Those whose unread count moved, with the count or a request for one.
+    pub counts: Vec<(Uuid, Change)>,
 }
 
 #[derive(Debug, Default)]
 pub struct Presence {
     members: Mutex<HashMap<Uuid, Member>>,
+    /// Numbers reloads of unread sets (see [`Unread::Reloading`]).
+    reloads: AtomicU64,
 }
 
 /// The user already holds the most sockets allowed.
@@ -71,33 +91,133 @@ impl Presence {
 
     /// The user's rooms, when they have a joined socket here.
     pub fn inbox(&self, user_id: Uuid) -> Option<Inbox> {
-        self.members().get(&user_id).and_then(|m| m.inbox)
+        self.members()
+            .get(&user_id)
+            .and_then(|m| m.live.as_ref())
+            .map(|live| live.inbox)
     }
 
-    /// Records the user's rooms after a change; only for users online here.
-    pub fn set_inbox(&self, inbox: Inbox) {
-        if let Some(member) = self.members().get_mut(&inbox.user_id) {
-            member.inbox = Some(inbox);
-        }
+    /// The user's rooms, when they have a joined socket here and more unread
+    /// than this instance keeps: their count is the database's to give.
+    pub fn untracked(&self, user_id: Uuid) -> Option<Inbox> {
+        self.members()
+            .get(&user_id)
+            .and_then(|m| m.live.as_ref())
+            .filter(|live| live.unread == Unread::Untracked)
+            .map(|live| live.inbox)
+    }
+
+    /// Whether any user here is counted by the database.
+    pub fn has_untracked(&self) -> bool {
+        self.members()
+            .values()
+            .filter_map(|m| m.live.as_ref())
+            .any(|live| live.unread == Unread::Untracked)
     }
 
     /// The online users (with a joined socket) that an audience reaches.
     pub fn addressed(&self, audience: Audience) -> Vec<Inbox> {
         let members = self.members();
+        let live = |m: &Member| m.live.as_ref().map(|live| live.inbox);
         if let Audience::User(id) = audience {
-            return members
-                .get(&id)
-                .filter(|m| m.joined > 0)
-                .and_then(|m| m.inbox)
-                .into_iter()
-                .collect();
+            return members.get(&id).and_then(live).into_iter().collect();
         }
         members
             .values()
-            .filter(|m| m.joined > 0)
-            .filter_map(|m| m.inbox)
+            .filter_map(live)
             .filter(|inbox| audience.reaches(inbox))
             .collect()
+    }
+
+    /// Applies a run of events for one audience to the unread notifications
+    /// of the users it reaches here, in order.
+    pub fn reach(&self, audience: Audience, effects: &[Effect], limit: usize) -> Reached {
+        let mut members = self.members();
+        let mut reached = Reached::default();
+        let mut visit = |user_id: Uuid, live: &mut Live| {
+            reached.users.push(user_id);
+            let before = live.unread.count();
+            let mut asked = false;
+            for effect in effects {
+                asked |= live.unread.apply(*effect, limit) == Change::Query;
+            }
+            // A run that ends where it began (a notification created and
+            // read at once) tells nobody anything.
+            let change = match live.unread.count() {
+                _ if asked => Change::Query,
+                Some(count) if Some(count) != before => Change::Count(count),
+                Some(_) | None => Change::Unchanged,
+            };
+            if change != Change::Unchanged {
+                reached.counts.push((user_id, change));
+            }
+        };
+        if let Audience::User(id) = audience {
+            if let Some(live) = members.get_mut(&id).and_then(|m| m.live.as_mut()) {
+                visit(id, live);
+            }
+            return reached;
+        }
+        for (user_id, member) in members.iter_mut() {
+            if let Some(live) = member.live.as_mut().filter(|l| audience.reaches(&l.inbox)) {
+                visit(*user_id, live);
+            }
+        }
+        reached
+    }
+
+    /// A joined user's rooms changed: records them, and sets their unread
+    /// notifications aside to be read again. The reload's number, when they
+    /// are joined here.
+    pub fn rooms_changed(&self, inbox: Inbox) -> Option<u64> {
+        let mut members = self.members();
+        let live = members.get_mut(&inbox.user_id)?.live.as_mut()?;
+        let reload = self.reloads.fetch_add(1, Ordering::Relaxed);
+        *live = Live {
+            inbox,
+            unread: Unread::Reloading(reload),
+        };
+        Some(reload)
+    }
+
+    /// Installs a reload's result, when it is still the one awaited for
+    /// `inbox`; what the count is then, or `None` when it was overtaken.
+    pub fn reloaded(&self, reload: u64, inbox: Inbox, unread: Unread) -> Option<Change> {
+        let mut members = self.members();
+        let live = members.get_mut(&inbox.user_id)?.live.as_mut()?;
+        if live.unread != Unread::Reloading(reload) || live.inbox != inbox {
+            return None;
+        }
+        live.unread = unread;
+        Some(live.unread.as_change())
+    }
+
+    /// A user awaiting a reload: their rooms and the reload's number.
+    pub fn reloading(&self, user_id: Uuid) -> Option<(Inbox, u64)> {
+        let members = self.members();
+        let live = members.get(&user_id)?.live.as_ref()?;
+        match live.unread {
+            Unread::Reloading(reload) => Some((live.inbox, reload)),
+            _ => None,
+        }
+    }
+
+    /// Drops what expired by `now` from every joined user's unread
+    /// notifications; the counts that fell.
+    pub fn expire(&self, now: time::OffsetDateTime) -> Vec<(Uuid, i64)> {
+        let mut members = self.members();
+        let mut fell = Vec::new();
+        for (user_id, member) in members.iter_mut() {
+            let Some(live) = member.live.as_mut() else {
+                continue;
+            };
+            if live.unread.next_expiry().is_some_and(|at| at <= now)
+                && let Change::Count(count) = live.unread.expire(now)
+            {
+                fell.push((*user_id, count));
+            }
+        }
+        fell
     }
 
     /// (users with a socket, sockets) on this instance.
@@ -113,6 +233,11 @@ impl Presence {
             member.sockets = member.sockets.saturating_sub(1);
             if joined {
                 member.joined = member.joined.saturating_sub(1);
+                if member.joined == 0 {
+                    // Nothing keeps it current any more; the next socket
+                    // to join reads it afresh.
+                    member.live = None;
+                }
             }
             if member.sockets == 0 {
                 entry.remove();
@@ -126,17 +251,24 @@ impl Slot {
         self.user_id
     }
 
-    /// The socket is in its rooms now; `inbox` is the user's state at the
-    /// dispatched position (the caller holds the tail's progress lock).
-    pub fn join(&self, inbox: Inbox) {
-        use std::sync::atomic::Ordering;
+    /// The socket is in its rooms now. `inbox` and `unread` are the user's
+    /// at the dispatched position (the caller holds the tail's progress
+    /// lock); `unread` is kept only when no other socket of theirs is joined,
+    /// since theirs is already current. Their count as kept.
+    pub fn join(&self, inbox: Inbox, unread: impl FnOnce() -> Unread) -> Change {
         let mut members = self.presence.members();
-        if let Some(member) = members.get_mut(&self.user_id) {
-            member.inbox = Some(inbox);
-            if !self.joined.swap(true, Ordering::SeqCst) {
-                member.joined += 1;
-            }
+        let Some(member) = members.get_mut(&self.user_id) else {
+            return Change::Unchanged;
+        };
+        if !self.joined.swap(true, Ordering::SeqCst) {
+            member.joined += 1;
         }
+        let live = member.live.get_or_insert_with(|| Live {
+            inbox,
+            unread: unread(),
+        });
+        live.inbox = inbox;
+        live.unread.as_change()
     }
 }
 
@@ -180,8 +312,8 @@ mod tests {
         let s1 = presence.reserve(u1, 5).unwrap();
         let s2 = presence.reserve(u2, 5).unwrap();
         let _syncing = presence.reserve(u3, 5).unwrap();
-        s1.join(inbox(u1, Some(sector), false));
-        s2.join(inbox(u2, None, true));
+        s1.join(inbox(u1, Some(sector), false), none_unread);
+        s2.join(inbox(u2, None, true), none_unread);
         assert_eq!(
             presence.addressed(Audience::Sector(sector)),
             vec![inbox(u1, Some(sector), false)]
@@ -192,5 +324,130 @@ mod tests {
         );
         assert_eq!(presence.addressed(Audience::All).len(), 2);
         assert!(presence.addressed(Audience::User(u3)).is_empty());
+    }
+
+    fn none_unread() -> Unread {
+        Unread::load([], 10)
+    }
+
+    fn adds(id: Uuid) -> Effect {
+        Effect::Adds {
+            id,
+            expires_at: None,
+        }
+    }
+
+    #[test]
+    fn a_run_moves_the_counts_of_those_it_reaches_and_reports_the_last() {
+        let presence = Arc::new(Presence::default());
+        let sector = Uuid::new_v4();
+        let (u1, u2) = (Uuid::new_v4(), Uuid::new_v4());
+        let s1 = presence.reserve(u1, 5).unwrap();
+        let s2 = presence.reserve(u2, 5).unwrap();
+        s1.join(inbox(u1, Some(sector), false), none_unread);
+        s2.join(inbox(u2, None, false), none_unread);
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let reached = presence.reach(Audience::Sector(sector), &[adds(a), adds(b)], 10);
+        assert_eq!(reached.users, vec![u1]);
+        assert_eq!(reached.counts, vec![(u1, Change::Count(2))]);
+        // A read of one of them by u1, and one by u2 of something not theirs.
+        let read = presence.reach(Audience::User(u1), &[Effect::Removes(a)], 10);
+        assert_eq!(read.counts, vec![(u1, Change::Count(1))]);
+        let c = Uuid::new_v4();
+        let at_once = presence.reach(Audience::User(u1), &[adds(c), Effect::Removes(c)], 10);
+        assert!(at_once.counts.is_empty(), "created and read in one run");
+        let stray = presence.reach(Audience::User(u2), &[Effect::Removes(b)], 10);
+        assert_eq!((stray.users, stray.counts), (vec![u2], vec![]));
+        // Past the limit, the database counts them.
+        let flood = presence.reach(Audience::All, &[adds(Uuid::new_v4()); 1], 1);
+        let counts: HashMap<Uuid, Change> = flood.counts.into_iter().collect();
+        assert_eq!(
+            counts,
+            HashMap::from([(u1, Change::Query), (u2, Change::Count(1))])
+        );
+        assert_eq!(presence.untracked(u1), Some(inbox(u1, Some(sector), false)));
+        assert!(presence.has_untracked());
+    }
+
+    #[test]
+    fn a_second_socket_keeps_the_set_the_first_keeps_current() {
+        let presence = Arc::new(Presence::default());
+        let user = Uuid::new_v4();
+        let first = presence.reserve(user, 5).unwrap();
+        let second = presence.reserve(user, 5).unwrap();
+        assert_eq!(
+            first.join(inbox(user, None, false), none_unread),
+            Change::Count(0)
+        );
+        presence.reach(Audience::User(user), &[adds(Uuid::new_v4())], 10);
+        let stale = || panic!("a joined user's set is current; a newer socket's is not read");
+        assert_eq!(
+            second.join(inbox(user, None, false), stale),
+            Change::Count(1)
+        );
+        drop(first);
+        assert_eq!(
+            presence.addressed(Audience::All).len(),
+            1,
+            "one socket left"
+        );
+        drop(second);
+        // Nobody joined: nothing keeps a set current, so none is kept.
+        let third = presence.reserve(user, 5).unwrap();
+        assert!(presence.addressed(Audience::All).is_empty());
+        assert_eq!(
+            third.join(inbox(user, None, false), none_unread),
+            Change::Count(0)
+        );
+    }
+
+    #[test]
+    fn a_reload_is_installed_only_while_it_is_the_one_awaited() {
+        let presence = Arc::new(Presence::default());
+        let (user, sector) = (Uuid::new_v4(), Uuid::new_v4());
+        let slot = presence.reserve(user, 5).unwrap();
+        slot.join(inbox(user, None, false), none_unread);
+        let moved = inbox(user, Some(sector), false);
+        let first = presence.rooms_changed(moved).unwrap();
+        assert_eq!(presence.reloading(user), Some((moved, first)));
+        let quiet = presence.reach(Audience::User(user), &[adds(Uuid::new_v4())], 10);
+        assert!(quiet.counts.is_empty(), "the reload will include it");
+        let again = inbox(user, None, true);
+        let second = presence.rooms_changed(again).unwrap();
+        let loaded = || Unread::load([(Uuid::new_v4(), None)], 10);
+        assert_eq!(presence.reloaded(first, moved, loaded()), None, "overtaken");
+        assert_eq!(
+            presence.reloaded(second, moved, loaded()),
+            None,
+            "other rooms"
+        );
+        assert_eq!(
+            presence.reloaded(second, again, loaded()),
+            Some(Change::Count(1))
+        );
+        assert_eq!(presence.reloading(user), None);
+        assert_eq!(
+            presence.rooms_changed(inbox(Uuid::new_v4(), None, false)),
+            None
+        );
+    }
+
+    #[test]
+    fn expiries_lower_only_the_counts_they_touch() {
+        let presence = Arc::new(Presence::default());
+        let (u1, u2) = (Uuid::new_v4(), Uuid::new_v4());
+        let s1 = presence.reserve(u1, 5).unwrap();
+        let s2 = presence.reserve(u2, 5).unwrap();
+        s1.join(inbox(u1, None, false), none_unread);
+        s2.join(inbox(u2, None, false), none_unread);
+        let now = time::OffsetDateTime::now_utc();
+        let brief = Effect::Adds {
+            id: Uuid::new_v4(),
+            expires_at: Some(now),
+        };
+        presence.reach(Audience::User(u1), &[brief, adds(Uuid::new_v4())], 10);
+        presence.reach(Audience::User(u2), &[adds(Uuid::new_v4())], 10);
+        assert_eq!(presence.expire(now), vec![(u1, 1)]);
+        assert!(presence.expire(now).is_empty());
     }
 }

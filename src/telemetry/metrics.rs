@@ -68,6 +68,14 @@ pub fn pushed(event: &'static str) {
     counter!("herald_pushes_total", "event" => event).increment(1);
 }
 
+/// A statement that read unread counts or sets, by why it ran: `connect`
+/// (a user's first socket here), `reload` (their rooms changed) or
+/// `untracked` (users with more unread than herald keeps in memory). None
+/// runs per event for the users herald keeps.
+pub fn count_query(reason: &'static str) {
+    counter!("herald_count_queries_total", "reason" => reason).increment(1);
+}
+
 pub fn queue_overflow(sockets: usize) {
     counter!("herald_socket_queue_overflows_total").increment(sockets as u64);
 }

@@ -216,8 +216,16 @@ impl SioClient {
 
     /// Skips events until `name` arrives.
     pub async fn wait_for(&mut self, name: &str) -> Value {
+        self.wait_for_within(name, WAIT).await
+    }
+
+    /// [`Self::wait_for`], with `patience` for each event.
+    pub async fn wait_for_within(&mut self, name: &str, patience: Duration) -> Value {
         loop {
-            let (event, data) = self.next().await;
+            let (event, data) = self
+                .next_within(patience)
+                .await
+                .unwrap_or_else(|| panic!("no event within {patience:?} while waiting for {name}"));
             if event == name {
                 return data;
             }
@@ -253,9 +261,11 @@ impl SioClient {
 
     /// Reads `notification:count`s until one says `count`.
     ///
-    /// One task emits counts, each what the unread query returned when it
-    /// ran, so a later one is never older: the sequence ends at the
-    /// database's value, and a count that never gets there fails the wait.
+    /// Counts go out in the order herald's state moved (dispatch, expiries
+    /// and reloads push under the tail's lock; the database's counts come
+    /// from one task), so a later one is never
+    /// older: the sequence ends at the database's value, and a count that
+    /// never gets there fails the wait.
     pub async fn settles_at(&mut self, count: i64) {
         self.settles_within(count, WAIT).await;
     }

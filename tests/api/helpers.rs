@@ -139,6 +139,7 @@ pub fn config(db: &TestDb) -> Config {
             .unwrap(),
         admin_roles: "ADMIN,SUPER_ADMIN".parse().unwrap(),
         pending_limit: 50,
+        unread_tracked: 1000,
         max_sockets_per_user: 10,
         replay_limit: 1000,
         event_retention: Duration::from_secs(7 * 86400),

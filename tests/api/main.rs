@@ -4,6 +4,7 @@
 mod audience;
 mod cli;
 mod client;
+mod counts;
 mod docs;
 mod faults;
 mod fuzz;
