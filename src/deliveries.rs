@@ -2,8 +2,9 @@
 //! herald pushed to at least one socket, off the emit path.
 //!
 //! The fan-out only enqueues pairs; one task gathers them into batches and
-//! [`WRITERS`] connections insert batches side by side, each with a single
-//! `unnest` insert. The queue is bounded: when PostgreSQL cannot keep up,
+//! [`WRITERS`] connections write batches side by side, each in one
+//! transaction (binary `COPY` into a staging table, then one insert; see
+//! [`db::deliveries::record_sent`]). The queue is bounded: when PostgreSQL cannot keep up,
 //! pairs beyond it are counted and logged as dropped audit rows rather than
 //! stalling pushes to clients. Its depth is the writer's lag.
 
@@ -147,8 +148,8 @@ async fn write(pool: &Pool, batch: &[Sent]) {
     let mut delay = Duration::from_millis(100);
     for attempt in 1..=ATTEMPTS {
         let result = async {
-            let client = pool.get().await?;
-            anyhow::Ok(db::deliveries::record_sent(&client, batch).await?)
+            let mut client = pool.get().await?;
+            anyhow::Ok(db::deliveries::record_sent(&mut client, batch).await?)
         }
         .await;
         match result {

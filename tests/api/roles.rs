@@ -113,6 +113,16 @@ async fn denied(pg: &tokio_postgres::Client, statement: &str) {
 async fn each_role_can_do_its_part_only_and_the_log_refuses_even_its_owner() {
     let db = TestDb::migrated().await;
     let owner = db.client().await;
+    // A database locked down the way a DBA may: only deploy/roles.sql's
+    // grants let herald stage its delivery records in a temporary table.
+    owner
+        .batch_execute(
+            "do $$ begin
+               execute format('revoke temporary on database %I from public', current_database());
+             end $$",
+        )
+        .await
+        .unwrap();
     let roles = Roles::create(&owner).await;
     let outcome = AssertUnwindSafe(exercise(&db, &owner, &roles))
         .catch_unwind()
@@ -158,7 +168,24 @@ async fn exercise(db: &TestDb, owner: &tokio_postgres::Client, roles: &Roles) {
         .get(0);
     assert_eq!(socket.wait_for("notification:new").await["id"], json!(id));
 
-    // herald's role writes receipts and delivery records.
+    // herald's role writes delivery records and receipts.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while app.metric("herald_deliveries_recorded_total").await < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no SENT record written as herald's role"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let sent: String = owner
+        .query_one(
+            "select status from herald.notification_deliveries where notification_id = $1 and user_id = $2",
+            &[&id, &user],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(sent, "SENT");
     let ack = socket
         .ack("mark.delivered", Some(json!({"notificationId": id})))
         .await;

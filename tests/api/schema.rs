@@ -613,7 +613,7 @@ async fn delivery_records_skip_and_follow_deleted_notifications_and_users() {
 
     // Pairs whose notification or user does not exist are skipped, the rest written.
     let written = herald::db::deliveries::record_sent(
-        &sector.pool.get().await.unwrap(),
+        &mut sector.pool.get().await.unwrap(),
         &[
             (broadcast, ada, now),
             (broadcast, grace, now),
@@ -640,6 +640,111 @@ async fn delivery_records_skip_and_follow_deleted_notifications_and_users() {
         .await
         .unwrap();
     assert_eq!(delivery_rows(pg).await, vec![(broadcast, ada)]);
+}
+
+/// A batch as the writer sends it: thousands of rows, pairs repeated
+/// within it and recorded before, pairs of a deleted notification and of a
+/// deleted user, and a pair acknowledged already. Exactly the new pairs of
+/// live notifications and users land, with their times; the acknowledged
+/// one is not downgraded. A second batch on the same connection carries
+/// nothing of the first.
+#[tokio::test]
+async fn a_mixed_batch_of_thousands_lands_exactly_its_new_live_pairs() {
+    const USERS: usize = 1_500;
+    let sector = Sector::with_a_broadcast().await;
+    let (pg, broadcast) = (&sector.pg, sector.broadcast);
+    let users: Vec<Uuid> = pg
+        .query(
+            "insert into herald.users (id, name, sector_id)
+             select gen_random_uuid(), 'member ' || i, $1 from generate_series(1, $2::int) as i
+             returning id",
+            &[&sector.id, &(USERS as i32)],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let second = insert_notification(pg, "sector_id", sector.id).await;
+    let deleted_notification = insert_notification(pg, "sector_id", sector.id).await;
+    let (deleted_user, acknowledged, recorded) = (users[0], users[1], users[2]);
+    let earlier = time::macros::datetime!(2026-01-01 00:00 UTC);
+    pg.execute(
+        "insert into herald.notification_deliveries (notification_id, user_id, status, sent_at, delivered_at)
+         values ($1, $2, 'DELIVERED', $3, $3), ($1, $4, 'SENT', $3, null)",
+        &[&broadcast, &acknowledged, &earlier, &recorded],
+    )
+    .await
+    .unwrap();
+    pg.execute(
+        "delete from herald.notifications where id = $1",
+        &[&deleted_notification],
+    )
+    .await
+    .unwrap();
+    pg.execute("delete from herald.users where id = $1", &[&deleted_user])
+        .await
+        .unwrap();
+
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap();
+    let mut batch = Vec::new();
+    for notification in [broadcast, second, deleted_notification] {
+        for &user in &users {
+            batch.push((notification, user, now));
+        }
+    }
+    // Every tenth pair of the broadcast twice in the same batch.
+    batch.extend(users.iter().step_by(10).map(|&user| (broadcast, user, now)));
+    batch.sort_unstable_by_key(|&(notification, user, _)| (notification, user));
+
+    let mut writer = sector.pool.get().await.unwrap();
+    let written = herald::db::deliveries::record_sent(&mut writer, &batch)
+        .await
+        .unwrap();
+    // Both notifications to every member but the deleted one, less the two
+    // broadcast pairs recorded before.
+    let live = USERS - 1;
+    assert_eq!(written, (2 * live - 2) as u64);
+
+    let rows: Vec<(Uuid, Uuid, String, time::OffsetDateTime)> = pg
+        .query(
+            "select notification_id, user_id, status, sent_at from herald.notification_deliveries
+              where channel = 'IN_APP' order by 1, 2",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
+        .collect();
+    let mut expected: Vec<(Uuid, Uuid, String, time::OffsetDateTime)> = Vec::new();
+    for notification in [broadcast, second] {
+        for &user in &users[1..] {
+            let (status, at) = match (notification == broadcast, user) {
+                (true, user) if user == acknowledged => ("DELIVERED", earlier),
+                (true, user) if user == recorded => ("SENT", earlier),
+                _ => ("SENT", now),
+            };
+            expected.push((notification, user, status.to_owned(), at));
+        }
+    }
+    expected.sort_by_key(|row| (row.0, row.1));
+    assert_eq!(rows.len(), expected.len());
+    assert!(rows == expected, "the rows differ from the expected ones");
+
+    // The staging of the first batch is gone: if its rows lingered, this
+    // batch would write them again after a DBA removed them.
+    pg.execute("delete from herald.notification_deliveries", &[])
+        .await
+        .unwrap();
+    let only = insert_notification(pg, "user_id", users[5]).await;
+    let written = herald::db::deliveries::record_sent(&mut writer, &[(only, users[5], now)])
+        .await
+        .unwrap();
+    assert_eq!(written, 1);
+    assert_eq!(delivery_rows(pg).await, vec![(only, users[5])]);
 }
 
 #[tokio::test]
@@ -669,11 +774,11 @@ async fn a_delivery_batch_waits_for_a_delete_in_flight_and_leaves_no_orphan() {
             .unwrap()
             .get(0);
 
-        let writer = sector.pool.get().await.unwrap();
+        let mut writer = sector.pool.get().await.unwrap();
         let now = time::OffsetDateTime::now_utc();
         let batch = tokio::spawn(async move {
             herald::db::deliveries::record_sent(
-                &writer,
+                &mut writer,
                 &[
                     (broadcast, ada, now),
                     (other, grace, now),
