@@ -24,6 +24,9 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
+mod cpu;
+mod pgcost;
+
 const NS: &str = "/notifications";
 
 #[derive(Parser)]
@@ -33,6 +36,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start-up: the size of the larger variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// A bare WebSocket broadcast server: sends one pre-encoded frame to
@@ -52,6 +57,13 @@ enum Scenario {
     Broadcast,
     Idle,
     Storm,
+    /// Open-loop unicast: `--rows`-row transactions at each of `--rates`
+    /// (rows per second) in turn, `--seconds` each, on the same sockets.
+    UnicastCapacity,
+    /// Single broadcasts on request: one per line read from stdin, each
+    /// answered with a line of its fan-out time, so scripts/bench can
+    /// interleave the samples of two servers; results on EOF.
+    Fanout,
 }
 
 #[derive(Parser, Clone)]
@@ -78,9 +90,25 @@ struct Run {
     rate: f64,
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
-    /// Producer connections for unicast-throughput.
+    /// Producer connections (each runs one transaction at a time).
     #[arg(long, default_value_t = 4)]
     producers: usize,
+    /// Rows per second of each open-loop step, for unicast-capacity.
+    #[arg(long, value_delimiter = ',')]
+    rates: Vec<f64>,
+    /// Single broadcasts a second apart before the sustained stream.
+    #[arg(long, default_value_t = 5)]
+    singles: usize,
+    /// PostgreSQL's postmaster, for the cluster's CPU seconds.
+    #[arg(long)]
+    postgres_pid: Option<u32>,
+    /// Measure PostgreSQL's time per statement group (pg_stat_statements,
+    /// reset when production starts) and CPU seconds over the window.
+    #[arg(long)]
+    pg_stats: bool,
+    /// The role the server connects as: its statements are the server's.
+    #[arg(long, default_value = "herald")]
+    server_role: String,
     /// Rows per transaction for unicast-throughput.
     #[arg(long, default_value_t = 100)]
     rows: usize,
@@ -172,10 +200,49 @@ async fn bare_server(port: u16) -> anyhow::Result<()> {
 // Clients.
 // ---------------------------------------------------------------------------
 
-/// When each notification was scheduled and when its COMMIT was sent.
+/// When a notification was scheduled and when its COMMIT was sent; `step`
+/// is the open-loop step it belongs to (0 outside unicast-capacity).
+#[derive(Clone, Copy)]
+struct Stamp {
+    scheduled: Instant,
+    committed: Instant,
+    step: usize,
+}
+
+impl Stamp {
+    fn now() -> Self {
+        let now = Instant::now();
+        Self {
+            scheduled: now,
+            committed: now,
+            step: 0,
+        }
+    }
+}
+
+/// One producer transaction's timeline: where schedule→receipt time goes
+/// before the COMMIT.
+struct Transaction {
+    step: usize,
+    scheduled: Instant,
+    /// When BEGIN was sent.
+    began: Instant,
+    /// When COMMIT was sent (the insert's answer had arrived).
+    commit_sent: Instant,
+    /// When COMMIT was answered.
+    commit_acked: Instant,
+    /// The producer slept until `scheduled` (it was not behind): lateness
+    /// of such a transaction is timer and scheduler delay, not backlog.
+    waited: bool,
+}
+
 #[derive(Default)]
 struct Sent {
-    at: RwLock<HashMap<Uuid, (Instant, Instant)>>,
+    at: RwLock<HashMap<Uuid, Stamp>>,
+    transactions: Mutex<Vec<Transaction>>,
+    /// Per step, how long opening and preparing the producers' connections
+    /// took (before the schedule's first slot is set).
+    connecting: Mutex<Vec<(usize, Duration)>>,
 }
 
 /// What one socket saw.
@@ -183,8 +250,12 @@ struct Seen {
     ids: HashMap<Uuid, u32>,
     /// The server closed the socket before the run ended (e.g. evicted it).
     closed_early: bool,
-    commit_latency: Histogram<u64>,
-    schedule_latency: Histogram<u64>,
+    /// COMMIT→receipt and schedule→receipt (µs), per step.
+    latency: Vec<(Histogram<u64>, Histogram<u64>)>,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid bounds")
 }
 
 impl Seen {
@@ -192,9 +263,18 @@ impl Seen {
         Self {
             ids: HashMap::new(),
             closed_early: false,
-            commit_latency: Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid bounds"),
-            schedule_latency: Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid bounds"),
+            latency: Vec::new(),
         }
+    }
+
+    fn record(&mut self, stamp: &Stamp, now: Instant) {
+        while self.latency.len() <= stamp.step {
+            self.latency.push((histogram(), histogram()));
+        }
+        let (commit, schedule) = &mut self.latency[stamp.step];
+        let us = |since: Instant| now.saturating_duration_since(since).as_micros().max(1) as u64;
+        let _ = commit.record(us(stamp.committed));
+        let _ = schedule.record(us(stamp.scheduled));
     }
 }
 
@@ -308,9 +388,8 @@ async fn read_pushes(
                 let Some(id) = notification_id(&text) else { continue };
                 *seen.ids.entry(id).or_default() += 1;
                 arrivals.fetch_add(1, Ordering::Relaxed);
-                if let Some(&(scheduled, committed)) = sent.at.read().expect("not poisoned").get(&id) {
-                    let _ = seen.commit_latency.record(now.saturating_duration_since(committed).as_micros().max(1) as u64);
-                    let _ = seen.schedule_latency.record(now.saturating_duration_since(scheduled).as_micros().max(1) as u64);
+                if let Some(stamp) = sent.at.read().expect("not poisoned").get(&id) {
+                    seen.record(stamp, now);
                 }
                 let mut last = fanout.last.lock().expect("not poisoned");
                 let entry = last.entry(id).or_insert((0, now));
@@ -476,18 +555,66 @@ async fn scenario(run: Run) -> anyhow::Result<Value> {
     }
     // Expected notification ids per socket index (None: every socket).
     let expected: Expected = Arc::default();
+    // The measured window opens: PostgreSQL's statements and CPU from here.
+    let window_opened = match (&db, run.pg_stats) {
+        (Some(db), true) => {
+            pgcost::reset(db).await?;
+            Some(cpu::read(run.server_pid, run.postgres_pid))
+        }
+        _ => None,
+    };
+    let origin = Instant::now();
     let mut produce_started = Instant::now();
     let mut fanout_ids = Vec::new();
+    // Open-loop steps: rows per second asked, and how long producing took.
+    let mut steps: Vec<(f64, f64)> = Vec::new();
+    let unicast = |rows, rate, step| Production {
+        rows,
+        rate,
+        seconds: run.seconds,
+        producers: run.producers,
+        step,
+    };
     match run.scenario {
         Scenario::UnicastLatency => {
-            produce_unicast(&run, &users, &sent, &expected, 1, Some(run.rate)).await?
+            produce_unicast(
+                &run,
+                &users,
+                &sent,
+                &expected,
+                unicast(1, Some(run.rate), 0),
+            )
+            .await?
         }
         Scenario::UnicastThroughput => {
-            produce_unicast(&run, &users, &sent, &expected, run.rows, None).await?
+            produce_unicast(&run, &users, &sent, &expected, unicast(run.rows, None, 0)).await?
+        }
+        Scenario::UnicastCapacity => {
+            anyhow::ensure!(!run.rates.is_empty(), "unicast-capacity needs --rates");
+            for (step, &rows_per_second) in run.rates.iter().enumerate() {
+                anyhow::ensure!(
+                    rows_per_second.is_finite() && rows_per_second > 0.0,
+                    "--rates must be positive rows per second, not {rows_per_second}"
+                );
+                let began = Instant::now();
+                let rate = rows_per_second / run.rows.max(1) as f64;
+                produce_unicast(
+                    &run,
+                    &users,
+                    &sent,
+                    &expected,
+                    unicast(run.rows, Some(rate), step),
+                )
+                .await?;
+                steps.push((rows_per_second, began.elapsed().as_secs_f64()));
+                // This step's pushes arrive before the next step starts.
+                let produced = expected.lock().expect("not poisoned").len() as u64;
+                settle(&arrivals, produced).await;
+            }
         }
         Scenario::Broadcast => {
             // Single broadcasts one second apart: the fan-out time.
-            for _ in 0..5 {
+            for _ in 0..run.singles {
                 let id = broadcast_one(&run, &sent).await?;
                 expected.lock().expect("not poisoned").push((None, id));
                 fanout_ids.push(id);
@@ -497,12 +624,21 @@ async fn scenario(run: Run) -> anyhow::Result<Value> {
             produce_started = Instant::now();
             produce_broadcasts(&run, &sent, &expected).await?;
         }
+        Scenario::Fanout => {
+            fanout_ids = fanout_on_request(&run, &sent, &expected, &fanout, connected).await?;
+        }
         Scenario::Idle | Scenario::Storm => unreachable!("returned above"),
     }
     let produce_seconds = produce_started.elapsed().as_secs_f64();
     // The server's SENT records, watched from now on (alongside the drain).
     let records = match &run.database_url {
-        Some(url) if !run.bare => {
+        Some(url)
+            if !run.bare
+                && matches!(
+                    run.scenario,
+                    Scenario::UnicastLatency | Scenario::UnicastThroughput | Scenario::Broadcast
+                ) =>
+        {
             let produced = expected.lock().expect("not poisoned").clone();
             let (db, sockets) = (pg(url).await?, run.sockets);
             Some(tokio::spawn(async move {
@@ -524,61 +660,122 @@ async fn scenario(run: Run) -> anyhow::Result<Value> {
     }
     let _ = stop_tx.send(true);
 
-    let mut commit = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
-    let mut schedule = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
     let expected = expected.lock().expect("not poisoned").clone();
-    let (mut lost, mut duplicates, mut delivered, mut expected_total) = (0u64, 0u64, 0u64, 0u64);
+    let step_of = {
+        let at = sent.at.read().expect("not poisoned");
+        move |id: &Uuid| at.get(id).map_or(0, |stamp| stamp.step)
+    };
+    // Per socket index, the ids addressed to it alone; and the broadcasts.
+    let mut addressed: HashMap<usize, Vec<(usize, Uuid)>> = HashMap::new();
+    let mut everyone: Vec<(usize, Uuid)> = Vec::new();
+    for (target, id) in &expected {
+        let entry = (step_of(id), *id);
+        match target {
+            Some(index) => addressed.entry(*index).or_default().push(entry),
+            None => everyone.push(entry),
+        }
+    }
+    drop(step_of);
+    let step_count = steps.len().max(1);
+    // Per step: COMMIT→receipt, schedule→receipt, lost, duplicated, delivered.
+    type Tally = (Histogram<u64>, Histogram<u64>, u64, u64, u64);
+    let mut per_step: Vec<Tally> = (0..step_count)
+        .map(|_| (histogram(), histogram(), 0, 0, 0))
+        .collect();
+    let mut expected_total = 0u64;
     let mut closed_early = 0;
     for (index, reader) in readers {
         let seen = reader.await?;
         closed_early += usize::from(seen.closed_early);
-        commit.add(&seen.commit_latency)?;
-        schedule.add(&seen.schedule_latency)?;
-        for (target, id) in &expected {
-            if target.is_none_or(|t| t == index) {
-                expected_total += 1;
-                match seen.ids.get(id) {
-                    None => lost += 1,
-                    Some(&n) => {
-                        delivered += 1;
-                        duplicates += u64::from(n.saturating_sub(1));
-                    }
+        for (step, (commit, schedule)) in seen.latency.iter().enumerate() {
+            if let Some(into) = per_step.get_mut(step) {
+                into.0.add(commit)?;
+                into.1.add(schedule)?;
+            }
+        }
+        let mine = addressed.get(&index).map(Vec::as_slice).unwrap_or(&[]);
+        for (step, id) in mine.iter().chain(everyone.iter()) {
+            expected_total += 1;
+            let Some(into) = per_step.get_mut(*step) else {
+                continue;
+            };
+            match seen.ids.get(id) {
+                None => into.2 += 1,
+                Some(&n) => {
+                    into.4 += 1;
+                    into.3 += u64::from(n.saturating_sub(1));
                 }
             }
         }
     }
-    let sent_at = sent.at.read().expect("not poisoned");
-    let last = fanout.last.lock().expect("not poisoned");
-    let fanout_ms: Vec<f64> = fanout_ids
-        .iter()
-        .filter_map(|id| {
-            Some(
-                last.get(id)?
-                    .1
-                    .saturating_duration_since(sent_at.get(id)?.1)
-                    .as_secs_f64()
-                    * 1000.0,
-            )
-        })
-        .collect();
-    // Deliveries per second over the window from the first send to the last
-    // arrival, so a server that falls behind is measured by when it caught up.
-    let sustained: Vec<&Uuid> = expected
-        .iter()
-        .map(|(_, id)| id)
-        .filter(|id| !fanout_ids.contains(id))
-        .collect();
-    let last_arrival = sustained
-        .iter()
-        .filter_map(|id| last.get(*id).map(|(_, at)| *at))
-        .max();
-    let window = last_arrival
-        .map(|at| at.saturating_duration_since(produce_started).as_secs_f64())
-        .unwrap_or(produce_seconds);
-    let sustained_delivered: usize = sustained
-        .iter()
-        .filter_map(|id| last.get(*id).map(|(n, _)| *n))
-        .sum();
+    let mut commit = histogram();
+    let mut schedule = histogram();
+    let (mut lost, mut duplicates, mut delivered) = (0u64, 0u64, 0u64);
+    for (c, s, l, d, n) in &per_step {
+        commit.add(c)?;
+        schedule.add(s)?;
+        lost += l;
+        duplicates += d;
+        delivered += n;
+    }
+    if run.scenario == Scenario::UnicastCapacity {
+        result["steps"] = json!(
+            steps
+                .iter()
+                .enumerate()
+                .map(|(step, &(asked, seconds))| {
+                    let (c, _, l, d, n) = &per_step[step];
+                    let rows = l + n;
+                    json!({
+                        "rows_per_second_asked": asked,
+                        "rows_per_second": rows as f64 / seconds.max(0.001),
+                        "produce_seconds": seconds,
+                        "commit_to_receipt": percentiles(c),
+                        "lost": l,
+                        "duplicates": d,
+                        "deliveries": n,
+                        "producer": producer_timeline(&sent, step, origin),
+                    })
+                })
+                .collect::<Vec<_>>()
+        );
+    }
+    // Read under the locks, released before the awaits below.
+    let (fanout_ms, last_arrival, window, sustained_delivered) = {
+        let sent_at = sent.at.read().expect("not poisoned");
+        let last = fanout.last.lock().expect("not poisoned");
+        let fanout_ms: Vec<f64> = fanout_ids
+            .iter()
+            .filter_map(|id| {
+                Some(
+                    last.get(id)?
+                        .1
+                        .saturating_duration_since(sent_at.get(id)?.committed)
+                        .as_secs_f64()
+                        * 1000.0,
+                )
+            })
+            .collect();
+        // Deliveries per second over the window from the first send to the last
+        // arrival, so a server that falls behind is measured by when it caught up.
+        let sustained: Vec<&Uuid> = expected
+            .iter()
+            .map(|(_, id)| id)
+            .filter(|id| !fanout_ids.contains(id))
+            .collect();
+        let last_arrival = sustained
+            .iter()
+            .filter_map(|id| last.get(*id).map(|(_, at)| *at))
+            .max();
+        let window = last_arrival
+            .map(|at| at.saturating_duration_since(produce_started).as_secs_f64())
+            .unwrap_or(produce_seconds);
+        let sustained_delivered: usize = sustained
+            .iter()
+            .filter_map(|id| last.get(*id).map(|(n, _)| *n))
+            .sum();
+        (fanout_ms, last_arrival, window, sustained_delivered)
+    };
     result["delivery_window_seconds"] = json!(window);
     result["sustained_deliveries_per_second"] =
         json!(sustained_delivered as f64 / window.max(0.001));
@@ -594,6 +791,12 @@ async fn scenario(run: Run) -> anyhow::Result<Value> {
         json!(expected.iter().filter(|(t, _)| t.is_some()).count() as f64 / produce_seconds);
     result["commit_to_receipt"] = percentiles(&commit);
     result["schedule_to_receipt"] = percentiles(&schedule);
+    if matches!(
+        run.scenario,
+        Scenario::UnicastLatency | Scenario::UnicastThroughput
+    ) {
+        result["producer"] = producer_timeline(&sent, 0, origin);
+    }
     if let Some(records) = records {
         let (written, expected_rows, complete_at) = records.await??;
         result["sent_records"] = json!(written);
@@ -612,7 +815,95 @@ async fn scenario(run: Run) -> anyhow::Result<Value> {
         result["fanout_ms"] = json!(fanout_ms);
         result["fanout_median_ms"] = json!(sorted[sorted.len() / 2]);
     }
+    // The window closes once the records are written: what the server made
+    // PostgreSQL do for these deliveries, and the CPU it all took.
+    if let (Some(opened), Some(db)) = (window_opened, &db) {
+        let closed = cpu::read(run.server_pid, run.postgres_pid);
+        let pids: Vec<u32> = db
+            .query(
+                "select pid from pg_stat_activity where usename = $1 and datname = current_database()",
+                &[&run.server_role],
+            )
+            .await?
+            .iter()
+            .filter_map(|row| u32::try_from(row.get::<_, i32>(0)).ok())
+            .collect();
+        result["cpu"] = opened.until(&closed, &pids);
+        result["window_seconds"] = json!(origin.elapsed().as_secs_f64());
+        let statements = pgcost::read(db, &run.server_role).await?;
+        result["pg_cost"] = pgcost::summarize(&statements, delivered);
+    }
     Ok(result)
+}
+
+/// Lets pushes arrive until `want` have (or none came for two seconds, at
+/// most a minute): one open-loop step's tail before the next begins.
+async fn settle(arrivals: &AtomicU64, want: u64) {
+    let started = Instant::now();
+    let mut progress = (arrivals.load(Ordering::Relaxed), Instant::now());
+    while started.elapsed() < Duration::from_secs(60) {
+        let now = arrivals.load(Ordering::Relaxed);
+        if now >= want {
+            return;
+        }
+        if now != progress.0 {
+            progress = (now, Instant::now());
+        } else if progress.1.elapsed() > Duration::from_secs(2) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One broadcast per line on stdin, each answered on stdout with its fan-out
+/// time (COMMIT, or the bare server's trigger, to the last socket's receipt)
+/// once every socket has it or 15 s passed. Returns the broadcasts' ids.
+async fn fanout_on_request(
+    run: &Run,
+    sent: &Arc<Sent>,
+    expected: &Expected,
+    fanout: &Fanout,
+    connected: usize,
+) -> anyhow::Result<Vec<Uuid>> {
+    use tokio::io::AsyncBufReadExt;
+    println!("{}", json!({"ready": true, "connected": connected}));
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut ids = Vec::new();
+    while lines.next_line().await?.is_some() {
+        let id = broadcast_one(run, sent).await?;
+        expected.lock().expect("not poisoned").push((None, id));
+        ids.push(id);
+        let asked = Instant::now();
+        let received = loop {
+            let received = fanout
+                .last
+                .lock()
+                .expect("not poisoned")
+                .get(&id)
+                .map_or(0, |(n, _)| *n);
+            if received >= connected || asked.elapsed() > Duration::from_secs(15) {
+                break received;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let committed = sent
+            .at
+            .read()
+            .expect("not poisoned")
+            .get(&id)
+            .map(|s| s.committed);
+        let last = fanout
+            .last
+            .lock()
+            .expect("not poisoned")
+            .get(&id)
+            .map(|(_, at)| *at);
+        let ms = committed
+            .zip(last)
+            .map(|(c, l)| l.saturating_duration_since(c).as_secs_f64() * 1000.0);
+        println!("{}", json!({"sample_ms": ms, "received": received}));
+    }
+    Ok(ids)
 }
 
 /// Polls the server's delivery records of these notifications (one `SENT`
@@ -676,63 +967,94 @@ async fn delivery_records(
     }
 }
 
+/// One spell of unicast production.
+#[derive(Clone, Copy)]
+struct Production {
+    /// Rows per transaction.
+    rows: usize,
+    /// Transactions per second (open loop), or None: as fast as they go.
+    rate: Option<f64>,
+    seconds: f64,
+    /// Connections, each running one transaction at a time.
+    producers: usize,
+    step: usize,
+}
+
 /// Inserts `rows`-row transactions for consecutive users, paced at `rate`
-/// transactions per second (open loop) or as fast as they go.
+/// transactions per second (open loop) or as fast as they go. Paced, the
+/// connections share one schedule: each takes the next slot and sleeps
+/// until it, so a transaction stuck on one connection delays only its own
+/// slot while the others keep to the schedule.
 async fn produce_unicast(
     run: &Run,
     users: &[Uuid],
     sent: &Arc<Sent>,
     expected: &Expected,
-    rows: usize,
-    rate: Option<f64>,
+    production: Production,
 ) -> anyhow::Result<()> {
+    let Production {
+        rows,
+        rate,
+        seconds,
+        producers,
+        step,
+    } = production;
     let url = run
         .database_url
         .clone()
         .context("--database-url is required")?;
-    let producers = if rate.is_some() { 2 } else { run.producers };
+    // Connections first, so connecting is not part of the schedule.
+    let connecting = Instant::now();
+    let mut connections = Vec::new();
+    for _ in 0..producers.max(1) {
+        let db = pg(&url).await?;
+        let insert = db
+            .prepare("insert into herald.notifications (user_id, title) select u, 'bench' from unnest($1::uuid[]) u returning id, user_id")
+            .await?;
+        connections.push((db, insert));
+    }
+    sent.connecting
+        .lock()
+        .expect("not poisoned")
+        .push((step, connecting.elapsed()));
     let start = Instant::now() + Duration::from_millis(100);
-    let total = rate.map(|r| (r * run.seconds) as u64);
+    let deadline = start + Duration::from_secs_f64(seconds);
+    let total = rate.map(|r| (r * seconds) as u64);
     let next = Arc::new(AtomicU64::new(0));
     let users = Arc::new(users.to_vec());
     let positions: Arc<HashMap<Uuid, usize>> =
         Arc::new(users.iter().enumerate().map(|(i, u)| (*u, i)).collect());
     let mut tasks = Vec::new();
-    for _ in 0..producers {
-        let (url, sent, expected, next, users) = (
-            url.clone(),
-            sent.clone(),
-            expected.clone(),
-            next.clone(),
-            users.clone(),
-        );
+    for (db, insert) in connections {
+        let (sent, expected, next, users) =
+            (sent.clone(), expected.clone(), next.clone(), users.clone());
         let positions = positions.clone();
-        let deadline = start + Duration::from_secs_f64(run.seconds);
         tasks.push(tokio::spawn(async move {
-            let db = pg(&url).await?;
-            let insert = db
-                .prepare("insert into herald.notifications (user_id, title) select u, 'bench' from unnest($1::uuid[]) u returning id, user_id")
-                .await?;
             loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
-                let scheduled = match (rate, total) {
+                let (scheduled, waited) = match (rate, total) {
                     (Some(rate), Some(total)) => {
                         if n >= total {
                             break;
                         }
                         let at = start + Duration::from_secs_f64(n as f64 / rate);
+                        let waited = Instant::now() < at;
                         tokio::time::sleep_until(at.into()).await;
-                        at
+                        (at, waited)
                     }
                     _ => {
-                        if Instant::now() >= deadline {
+                        let now = Instant::now();
+                        if now >= deadline {
                             break;
                         }
-                        Instant::now()
+                        (now, true)
                     }
                 };
                 let first = (n as usize * rows) % users.len();
-                let batch: Vec<Uuid> = (0..rows).map(|i| users[(first + i) % users.len()]).collect();
+                let batch: Vec<Uuid> = (0..rows)
+                    .map(|i| users[(first + i) % users.len()])
+                    .collect();
+                let began = Instant::now();
                 db.batch_execute("begin").await?;
                 let inserted = db.query(&insert, &[&batch]).await?;
                 let committed = Instant::now();
@@ -742,11 +1064,29 @@ async fn produce_unicast(
                     for row in &inserted {
                         let id: Uuid = row.get(0);
                         let user: Uuid = row.get(1);
-                        at.insert(id, (scheduled, committed));
+                        at.insert(
+                            id,
+                            Stamp {
+                                scheduled,
+                                committed,
+                                step,
+                            },
+                        );
                         exp.push((positions.get(&user).copied(), id));
                     }
                 }
                 db.batch_execute("commit").await?;
+                sent.transactions
+                    .lock()
+                    .expect("not poisoned")
+                    .push(Transaction {
+                        step,
+                        scheduled,
+                        began,
+                        commit_sent: committed,
+                        commit_acked: Instant::now(),
+                        waited,
+                    });
             }
             anyhow::Ok(())
         }));
@@ -757,16 +1097,68 @@ async fn produce_unicast(
     Ok(())
 }
 
+/// Where the producer's transactions of `step` spent their time before
+/// COMMIT (µs percentiles): `lag` from the scheduled slot to BEGIN (timer
+/// and scheduler delay when the producer was idle, `timer_lag`; backlog
+/// otherwise), `insert` from BEGIN to COMMIT sent (PostgreSQL's answer to
+/// BEGIN and the INSERT), `commit` COMMIT's round trip; and the slowest
+/// few, by when in the run they were scheduled.
+fn producer_timeline(sent: &Sent, step: usize, origin: Instant) -> Value {
+    let transactions = sent.transactions.lock().expect("not poisoned");
+    let mine: Vec<&Transaction> = transactions.iter().filter(|t| t.step == step).collect();
+    if mine.is_empty() {
+        return Value::Null;
+    }
+    let (mut lag, mut timer, mut insert, mut commit) =
+        (histogram(), histogram(), histogram(), histogram());
+    let us = |a: Instant, b: Instant| b.saturating_duration_since(a).as_micros().max(1) as u64;
+    for t in &mine {
+        let _ = lag.record(us(t.scheduled, t.began));
+        if t.waited {
+            let _ = timer.record(us(t.scheduled, t.began));
+        }
+        let _ = insert.record(us(t.began, t.commit_sent));
+        let _ = commit.record(us(t.commit_sent, t.commit_acked));
+    }
+    let mut slowest: Vec<&&Transaction> = mine.iter().collect();
+    slowest
+        .sort_by_key(|t| std::cmp::Reverse(t.commit_sent.saturating_duration_since(t.scheduled)));
+    let ms = |a: Instant, b: Instant| b.saturating_duration_since(a).as_secs_f64() * 1000.0;
+    let connect_ms: Vec<f64> = sent
+        .connecting
+        .lock()
+        .expect("not poisoned")
+        .iter()
+        .filter(|(s, _)| *s == step)
+        .map(|(_, took)| took.as_secs_f64() * 1000.0)
+        .collect();
+    json!({
+        "connect_ms": connect_ms,
+        "transactions": mine.len(),
+        "behind": mine.iter().filter(|t| !t.waited).count(),
+        "lag": percentiles(&lag),
+        "timer_lag": percentiles(&timer),
+        "insert": percentiles(&insert),
+        "commit": percentiles(&commit),
+        "slowest": slowest.iter().take(5).map(|t| json!({
+            "at_s": t.scheduled.saturating_duration_since(origin).as_secs_f64(),
+            "lag_ms": ms(t.scheduled, t.began),
+            "insert_ms": ms(t.began, t.commit_sent),
+            "commit_ms": ms(t.commit_sent, t.commit_acked),
+            "waited": t.waited,
+        })).collect::<Vec<_>>(),
+    })
+}
+
 /// One sector broadcast (or, against the bare server, one trigger); its id.
 async fn broadcast_one(run: &Run, sent: &Arc<Sent>) -> anyhow::Result<Uuid> {
     if run.bare {
         let id = Uuid::new_v4();
         let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/", run.server)).await?;
-        let now = Instant::now();
         sent.at
             .write()
             .expect("not poisoned")
-            .insert(id, (now, now));
+            .insert(id, Stamp::now());
         ws.send(Message::text(format!("b:{id}"))).await?;
         tokio::time::sleep(Duration::from_millis(50)).await;
         return Ok(id);
@@ -789,10 +1181,14 @@ async fn broadcast_with(
         .query_one("insert into herald.notifications (sector_id, title) values ($1, 'bench broadcast') returning id", &[&SECTOR])
         .await?
         .get(0);
-    sent.at
-        .write()
-        .expect("not poisoned")
-        .insert(id, (scheduled, Instant::now()));
+    sent.at.write().expect("not poisoned").insert(
+        id,
+        Stamp {
+            scheduled,
+            committed: Instant::now(),
+            step: 0,
+        },
+    );
     db.batch_execute("commit").await?;
     Ok(id)
 }
@@ -810,10 +1206,14 @@ async fn produce_broadcasts(
             let at = start + Duration::from_secs_f64(n as f64 / run.rate);
             tokio::time::sleep_until(at.into()).await;
             let id = Uuid::new_v4();
-            sent.at
-                .write()
-                .expect("not poisoned")
-                .insert(id, (at, Instant::now()));
+            sent.at.write().expect("not poisoned").insert(
+                id,
+                Stamp {
+                    scheduled: at,
+                    committed: Instant::now(),
+                    step: 0,
+                },
+            );
             ws.send(Message::text(format!("b:{id}"))).await?;
             expected.lock().expect("not poisoned").push((None, id));
         }
