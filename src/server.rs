@@ -155,6 +155,10 @@ impl Server {
             tail: tail_handle.health.clone(),
             metrics_token: config.metrics_token.as_deref().map(Arc::from),
         })
+        .merge(http::push::router(http::push::PushState {
+            gateway: gateway.clone(),
+            push: config.push.clone().map(Arc::new),
+        }))
         .merge(http::api::router(gateway))
         // Every route but Socket.IO's answers in bounded time, so a request
         // stuck on the database cannot hold shutdown's drain open.

@@ -158,6 +158,7 @@ pub fn config(db: &TestDb) -> Config {
         },
         metrics_token: None,
         tls: None,
+        push: None,
         migrate: true,
     }
 }
