@@ -140,6 +140,14 @@ impl Server {
                 expiries.run(io, leeway, stop).await;
             });
         }
+        if let Some(push) = &config.push {
+            let worker = crate::push::worker::Worker::new(
+                pool.clone(),
+                Arc::new(push.clone()),
+                &config.admin_roles,
+            )?;
+            supervisor.spawn("push-worker", Arc::new(worker).run(stop.clone()));
+        }
         supervisor.spawn(
             "retention",
             crate::eventlog::retention::run(pool.clone(), config.event_retention, stop),

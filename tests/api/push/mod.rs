@@ -1,6 +1,8 @@
 //! Web Push: subscriptions over the API, and pushes to a push service that
 //! plays FCM's or autopush's part.
 
+mod delivery;
+mod service;
 mod subscriptions;
 
 use std::sync::Arc;
