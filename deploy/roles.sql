@@ -58,6 +58,10 @@ grant select on herald.users, herald.notifications, herald.notification_seen,
    to herald_service;
 -- mark.read and mark.all_read; mark.delivered and the SENT records.
 grant insert on herald.notification_seen to herald_service;
+-- Web Push: subscriptions, the due queue and the sends (migration V7).
+grant select, insert, update, delete on herald.push_subscriptions, herald.push_due,
+                                        herald.push_sends
+   to herald_service;
 grant insert, update on herald.notification_deliveries to herald_service;
 -- Delivery records lock the notification and user they refer to FOR KEY
 -- SHARE, and pruning locks the rows it deletes FOR UPDATE; PostgreSQL allows

@@ -1,5 +1,5 @@
 //! The command line (docs/reference.md, "Command line"): `serve`, `migrate`,
-//! `token`, `send`, `prune`.
+//! `token`, `send`, `prune`, `vapid-keys`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -32,6 +32,16 @@ pub enum Command {
     Send(SendArgs),
     /// Delete events past retention and, optionally, old read notifications.
     Prune(PruneArgs),
+    /// Write a new VAPID private key for Web Push and print its public key.
+    VapidKeys(VapidKeysArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VapidKeysArgs {
+    /// Where to write the private key (PEM, mode 0600); an existing file is
+    /// never overwritten.
+    #[arg(long)]
+    pub out: std::path::PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -157,6 +167,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Prune(args) => prune(args).await,
+        Command::VapidKeys(args) => {
+            println!("{}", vapid_keys(&args.out)?);
+            Ok(())
+        }
         Command::Send(args) => {
             let id = send(args).await?;
             println!("{id}");
@@ -240,6 +254,24 @@ async fn prune(args: PruneArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Writes a new key to `out` (created, never replaced, readable by its
+/// owner only) and returns the public key browsers subscribe with.
+fn vapid_keys(out: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let (key, pem) = crate::push::vapid::VapidKey::generate().map_err(anyhow::Error::msg)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .with_context(|| format!("cannot create {} (it must not exist yet)", out.display()))?;
+    file.write_all(pem.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok(key.public_key().to_owned())
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -283,6 +283,8 @@ pub struct ServeArgs {
     /// PEM private key of HERALD_TLS_CERT_FILE's certificate.
     #[arg(long, env = "HERALD_TLS_KEY_FILE")]
     pub tls_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub push: crate::push::PushArgs,
     /// Skip the migrations on start.
     #[arg(long)]
     pub no_migrate: bool,
@@ -327,6 +329,8 @@ pub struct Config {
     pub metrics_token: Option<String>,
     /// HTTPS and WSS with this certificate, when set; plain HTTP otherwise.
     pub tls: Option<TlsFiles>,
+    /// Web Push, when a VAPID key is configured.
+    pub push: Option<crate::push::PushConfig>,
     pub migrate: bool,
 }
 
@@ -366,6 +370,7 @@ impl ServeArgs {
             },
             metrics_token: self.metrics_token.clone(),
             tls: self.tls()?,
+            push: self.push.config()?,
             migrate: !self.no_migrate,
         })
     }

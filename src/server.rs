@@ -148,6 +148,14 @@ impl Server {
                 expiries.run(io, leeway, stop).await;
             });
         }
+        if let Some(push) = &config.push {
+            let worker = crate::push::worker::Worker::new(
+                pool.clone(),
+                Arc::new(push.clone()),
+                &config.admin_roles,
+            )?;
+            supervisor.spawn("push-worker", Arc::new(worker).run(stop.clone()));
+        }
         supervisor.spawn(
             "retention",
             crate::eventlog::retention::run(pool.clone(), config.event_retention, stop),
@@ -163,6 +171,10 @@ impl Server {
             tail: tail_handle.health.clone(),
             metrics_token: config.metrics_token.as_deref().map(Arc::from),
         })
+        .merge(http::push::router(http::push::PushState {
+            gateway: gateway.clone(),
+            push: config.push.clone().map(Arc::new),
+        }))
         .merge(http::api::router(gateway))
         // Every route but Socket.IO's answers in bounded time, so a request
         // stuck on the database cannot hold shutdown's drain open.

@@ -152,11 +152,13 @@ pub enum ErrorCode {
     Unauthorized,
     OriginNotAllowed,
     ServerBusy,
+    PushDisabled,
+    EndpointNotAllowed,
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 15] = [
         Self::InvalidPayload,
         Self::MissingToken,
         Self::InvalidToken,
@@ -169,6 +171,8 @@ impl ErrorCode {
         Self::Unauthorized,
         Self::OriginNotAllowed,
         Self::ServerBusy,
+        Self::PushDisabled,
+        Self::EndpointNotAllowed,
         Self::Internal,
     ];
 
@@ -187,6 +191,8 @@ impl ErrorCode {
             Self::Unauthorized => "unauthorized",
             Self::OriginNotAllowed => "origin_not_allowed",
             Self::ServerBusy => "server_busy",
+            Self::PushDisabled => "push_disabled",
+            Self::EndpointNotAllowed => "endpoint_not_allowed",
             Self::Internal => "internal",
         }
     }
@@ -201,7 +207,7 @@ impl std::fmt::Display for ErrorCode {
 /// `{code, message}`: the error of a failed ack and of a REST error body.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
-    /// invalid_payload, missing_token, invalid_token, token_expired, user_not_found, user_inactive, not_found, rate_limited, unauthorized, origin_not_allowed, server_busy or internal.
+    /// invalid_payload, missing_token, invalid_token, token_expired, user_not_found, user_inactive, not_found, rate_limited, unauthorized, origin_not_allowed, server_busy, push_disabled, endpoint_not_allowed or internal.
     #[schema(value_type = String)]
     pub code: ErrorCode,
     pub message: String,

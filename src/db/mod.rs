@@ -10,6 +10,7 @@ pub mod events;
 pub mod inbox;
 pub mod notifications;
 pub mod position;
+pub mod push;
 pub mod snapshot;
 pub mod users;
 

@@ -5,7 +5,7 @@
 //! carries no internal detail (the cause is logged where it happens).
 //! The OpenAPI document at `/api/openapi.json` is generated from this code.
 
-use axum::extract::{FromRequestParts, Path, RawQuery, State};
+use axum::extract::{FromRef, FromRequestParts, Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -34,8 +34,9 @@ pub fn router(gateway: Gateway) -> Router {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "herald", description = "A user's notifications over HTTP. Live pushes are on Socket.IO (namespace /notifications)."),
-    paths(list, unread_count, read, read_all),
-    components(schemas(Page, Count, ReadAck, ReadAllAck, ErrorResponse, ErrorDetail, ListedNotification, crate::wire::Notification)),
+    paths(list, unread_count, read, read_all, super::push::public_key, super::push::subscribe, super::push::unsubscribe),
+    components(schemas(Page, Count, ReadAck, ReadAllAck, ErrorResponse, ErrorDetail, ListedNotification, crate::wire::Notification,
+        super::push::PublicKey, super::push::SubscriptionId, super::push::SubscriptionBody, super::push::SubscriptionKeys, super::push::EndpointBody)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -81,6 +82,15 @@ pub enum ApiError {
     /// 404: no such notification in this user's inbox.
     #[error("notification not found")]
     NotFound,
+    /// 404: the caller holds no subscription to that endpoint.
+    #[error("no such subscription")]
+    SubscriptionNotFound,
+    /// 404: Web Push is not configured.
+    #[error("push is not configured on this server")]
+    PushDisabled,
+    /// 400: `HERALD_PUSH_ENDPOINTS` does not admit the endpoint.
+    #[error("{0}")]
+    EndpointNotAllowed(String),
     /// 429: too many requests from this user.
     #[error("too many requests")]
     RateLimited,
@@ -95,14 +105,18 @@ impl ApiError {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidPayload),
             Self::Unauthorized { code, .. } => (StatusCode::UNAUTHORIZED, *code),
             Self::Forbidden => (StatusCode::FORBIDDEN, ErrorCode::UserInactive),
-            Self::NotFound => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            Self::NotFound | Self::SubscriptionNotFound => {
+                (StatusCode::NOT_FOUND, ErrorCode::NotFound)
+            }
+            Self::PushDisabled => (StatusCode::NOT_FOUND, ErrorCode::PushDisabled),
+            Self::EndpointNotAllowed(_) => (StatusCode::BAD_REQUEST, ErrorCode::EndpointNotAllowed),
             Self::RateLimited => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
             Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         }
     }
 
     /// Logs the cause once, here where it is handled, and hides it.
-    fn internal(error: impl Into<anyhow::Error>) -> Self {
+    pub(crate) fn internal(error: impl Into<anyhow::Error>) -> Self {
         tracing::error!(error = format!("{:#}", error.into()), "API request failed");
         Self::Internal
     }
@@ -142,7 +156,7 @@ impl ErrorResponse {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct ErrorDetail {
-    /// invalid_payload, missing_token, invalid_token, token_expired, user_not_found, user_inactive, not_found, rate_limited or internal.
+    /// invalid_payload, missing_token, invalid_token, token_expired, user_not_found, user_inactive, not_found, rate_limited, push_disabled, endpoint_not_allowed or internal.
     code: String,
     message: String,
 }
@@ -150,10 +164,22 @@ pub struct ErrorDetail {
 /// The authenticated caller's inbox.
 pub struct Caller(Inbox);
 
-impl FromRequestParts<Gateway> for Caller {
+impl Caller {
+    pub fn user_id(&self) -> Uuid {
+        self.0.user_id
+    }
+}
+
+impl<S> FromRequestParts<S> for Caller
+where
+    Gateway: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, gateway: &Gateway) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let gateway = Gateway::from_ref(state);
+        let gateway = &gateway;
         let header =
             parts
                 .headers

@@ -21,6 +21,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub mod api;
 pub mod listen;
+pub mod push;
 pub mod tls;
 
 use crate::config::CorsOrigins;

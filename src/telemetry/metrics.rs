@@ -212,3 +212,43 @@ pub fn tls_reloaded(ok: bool) {
 pub fn tls_handshake_failed() {
     counter!("herald_tls_handshake_failures_total").increment(1);
 }
+
+/// A push's answer: `sent`, `gone` (404/410), `retried` (429, 5xx, no
+/// answer), `failed` (for good), or `abandoned` (claimed by an instance
+/// that stopped before recording it).
+pub fn push_outcome(outcome: &'static str) {
+    counter!("herald_push_sends_total", "outcome" => outcome).increment(1);
+}
+
+/// A dismiss's answer, with the same outcomes.
+pub fn push_dismissed(outcome: &'static str) {
+    counter!("herald_push_dismisses_total", "outcome" => outcome).increment(1);
+}
+
+/// Notifications decided after their delay, and the sends planned for them.
+pub fn push_planned(decided: i64, planned: i64) {
+    counter!("herald_push_decided_total").increment(decided.max(0) as u64);
+    counter!("herald_push_planned_total").increment(planned.max(0) as u64);
+}
+
+pub fn push_subscription_removed() {
+    counter!("herald_push_subscriptions_removed_total").increment(1);
+}
+
+pub fn push_step_failed() {
+    counter!("herald_push_step_failures_total").increment(1);
+}
+
+/// Requests under way on this instance.
+pub fn push_in_flight(requests: usize) {
+    gauge!("herald_push_in_flight").set(requests as f64);
+}
+
+/// The work waiting in the database, for every instance: notifications past
+/// their delay not decided yet, sends due but unclaimed, and how long the
+/// oldest of those has waited.
+pub fn push_backlog(undecided: i64, waiting: i64, lag_seconds: f64) {
+    gauge!("herald_push_undecided").set(undecided as f64);
+    gauge!("herald_push_queue").set(waiting as f64);
+    gauge!("herald_push_lag_seconds").set(lag_seconds);
+}

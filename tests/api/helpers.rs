@@ -159,6 +159,7 @@ pub fn config(db: &TestDb) -> Config {
         },
         metrics_token: None,
         tls: None,
+        push: None,
         migrate: true,
     }
 }

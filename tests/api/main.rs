@@ -17,6 +17,7 @@ mod instances;
 mod jwks;
 mod logs;
 mod payload;
+mod push;
 mod replay_limits;
 mod rest;
 mod resume;

@@ -1,0 +1,49 @@
+-- Decides, for notifications whose HERALD_PUSH_DELAY has passed, who gets a
+-- push: each addressed, active user with subscriptions who has neither read
+-- it nor received it on a socket (an IN_APP row), one send per
+-- subscription. The due rows are taken (deleted) in the same statement that
+-- plans their sends, and SKIP LOCKED lets instances share the queue without
+-- ever taking the same row: each due notification is decided exactly once.
+-- $1 delay (seconds), $2 admin roles, $3 lowest importance pushed (1 low ..
+-- 4 urgent), $4 default TTL (seconds), $5 how many notifications at most
+with due as (
+  select d.notification_id
+    from herald.push_due d
+   where d.visible_at <= now() - make_interval(secs => $1)
+   order by d.visible_at
+   limit $5
+     for update skip locked
+),
+taken as (
+  delete from herald.push_due d
+   using due
+   where d.notification_id = due.notification_id
+  returning d.notification_id
+),
+planned as (
+  insert into herald.push_sends (notification_id, subscription_id, user_id, deadline)
+  select n.id, s.id, u.id, coalesce(n.expires_at, now() + make_interval(secs => $4))
+    from taken t
+    join herald.notifications n on n.id = t.notification_id
+    join herald.push_subscriptions s on true
+    join herald.users u on u.id = s.user_id
+   where u.is_active
+     and case n.audience
+           when 'user' then u.id = n.user_id
+           when 'sector' then u.sector_id = n.sector_id
+           when 'admin' then u.role = any ($2::text[])
+           when 'all' then true
+           else false
+         end
+     and n.retracted_at is null
+     and (n.expires_at is null or n.expires_at > now())
+     and array_position(array['low', 'normal', 'high', 'urgent'], n.importance) >= $3
+     and not exists (select from herald.notification_seen r
+                      where r.notification_id = n.id and r.user_id = u.id)
+     and not exists (select from herald.notification_deliveries d
+                      where d.notification_id = n.id and d.user_id = u.id
+                        and d.channel = 'IN_APP' and d.status in ('SENT', 'DELIVERED'))
+  on conflict on constraint push_sends_pkey do nothing
+  returning 1
+)
+select (select count(*) from taken) as decided, (select count(*) from planned) as planned

@@ -1,0 +1,362 @@
+//! Pushes, end to end: herald on a real database, a push service that
+//! verifies and decrypts what it gets, and browsers' keys made as
+//! `PushManager.subscribe` makes them.
+
+use std::time::Duration;
+
+use herald::push::endpoint::EndpointPolicy;
+use reqwest::Method;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::service::{PushService, Script};
+use super::{call, push_config};
+use crate::client::{Connect, connect};
+use crate::helpers::{TestApp, TestDb, config};
+
+/// herald with push on (`any` endpoints, so the local push service is
+/// allowed), and a push service that trusts its key.
+async fn setup(delay: Duration) -> (TestApp, PushService, herald::push::PushConfig) {
+    let push = push_config(EndpointPolicy::Any, delay);
+    let service = PushService::start(push.key.public_key()).await;
+    let app = TestApp::spawn_with(|c| c.push = Some(push.clone())).await;
+    (app, service, push)
+}
+
+async fn subscribe(app: &TestApp, service: &PushService, user: Uuid, name: &str) -> String {
+    let (endpoint, json) = service.subscription(name);
+    let (status, body) = call(
+        app,
+        Method::POST,
+        "/api/push/subscriptions",
+        Some(&app.token(user)),
+        Some(json.to_string().into_bytes()),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    endpoint
+}
+
+/// The states of the sends planned for a notification, by subscription endpoint.
+async fn sends(pg: &tokio_postgres::Client, notification: Uuid) -> Vec<(String, String)> {
+    pg.query(
+        "select s.endpoint, p.state from herald.push_sends p
+           join herald.push_subscriptions s on s.id = p.subscription_id
+          where p.notification_id = $1 order by 1",
+        &[&notification],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|row| (row.get(0), row.get(1)))
+    .collect()
+}
+
+async fn push_row(
+    pg: &tokio_postgres::Client,
+    notification: Uuid,
+    user: Uuid,
+) -> Option<(String, Option<String>)> {
+    pg.query_opt(
+        "select status, error from herald.notification_deliveries
+          where notification_id = $1 and user_id = $2 and channel = 'PUSH'",
+        &[&notification, &user],
+    )
+    .await
+    .unwrap()
+    .map(|row| (row.get(0), row.get(1)))
+}
+
+/// Waits until `done` holds of the database, polling what herald wrote.
+async fn until<F, Fut>(what: &str, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !done().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether herald has decided the notification (its delay passed).
+async fn decided(pg: &tokio_postgres::Client, notification: Uuid) -> bool {
+    pg.query_opt(
+        "select 1 from herald.push_due where notification_id = $1",
+        &[&notification],
+    )
+    .await
+    .unwrap()
+    .is_none()
+}
+
+/// Nothing can be sent again for it: decided, and no send pending or under way.
+async fn settled(pg: &tokio_postgres::Client, notification: Uuid) -> bool {
+    decided(pg, notification).await
+        && pg
+            .query_one(
+                "select count(*) from herald.push_sends where notification_id = $1 and state in ('pending', 'sending')",
+                &[&notification],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+            == 0
+}
+
+#[tokio::test]
+async fn an_offline_user_gets_one_push_per_subscription_with_what_it_says() {
+    let (app, service, _) = setup(Duration::from_millis(300)).await;
+    let ada = app.user("Ada", "USER", None).await;
+    subscribe(&app, &service, ada, "laptop").await;
+    subscribe(&app, &service, ada, "phone").await;
+    let id: Uuid = app
+        .pg
+        .query_one(
+            "insert into herald.notifications (user_id, title, message, importance, kind, action_url)
+             values ($1, 'Shipped', 'Your order is on its way', 'urgent', 'order.shipped', 'https://shop.example/o/1')
+             returning id",
+            &[&ada],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    service.wait_for(2).await;
+    until("the PUSH row", || async {
+        push_row(&app.pg, id, ada).await.is_some()
+    })
+    .await;
+    until("the sends to settle", || settled(&app.pg, id)).await;
+    let received = service.received();
+    assert_eq!(received.len(), 2, "{received:?}");
+    let mut names: Vec<&str> = received.iter().map(|r| r.subscription.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["laptop", "phone"]);
+    for push in &received {
+        assert_eq!(push.topic, id.simple().to_string());
+        assert_eq!(push.urgency, "high");
+        assert!(push.ttl > 3500 && push.ttl <= 3600, "TTL {}", push.ttl);
+        assert_eq!(push.body["type"], "notification");
+        let shown = &push.body["notification"];
+        assert_eq!(shown["id"], id.to_string());
+        assert_eq!(shown["title"], "Shipped");
+        assert_eq!(shown["message"], "Your order is on its way");
+        assert_eq!(shown["kind"], "order.shipped");
+        assert_eq!(shown["importance"], "urgent");
+        assert_eq!(shown["actionUrl"], "https://shop.example/o/1");
+        assert!(shown["createdAt"].as_str().unwrap().ends_with('Z'));
+    }
+    assert_eq!(
+        push_row(&app.pg, id, ada).await,
+        Some(("SENT".into(), None))
+    );
+    let audit: String = app
+        .pg
+        .query_one(
+            "select string_agg(channel || ':' || status, ',' order by channel) from herald.delivery_audit where notification_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(audit, "PUSH:SENT");
+    // A low one is below HERALD_PUSH_MIN_IMPORTANCE (normal): never pushed.
+    let low: Uuid = app
+        .pg
+        .query_one(
+            "insert into herald.notifications (user_id, title, importance) values ($1, 'fyi', 'low') returning id",
+            &[&ada],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    until("the low one to be decided", || decided(&app.pg, low)).await;
+    assert!(sends(&app.pg, low).await.is_empty());
+    assert_eq!(service.received().len(), 2);
+}
+
+#[tokio::test]
+async fn a_user_whose_socket_got_it_or_who_read_it_in_time_gets_no_push() {
+    let (app, service, _) = setup(Duration::from_secs(2)).await;
+    let (online, reader) = (
+        app.user("Online", "USER", None).await,
+        app.user("Reader", "USER", None).await,
+    );
+    subscribe(&app, &service, online, "online").await;
+    subscribe(&app, &service, reader, "reader").await;
+    let mut socket = connect(app.address, Connect::token(&app.token(online)))
+        .await
+        .unwrap();
+    socket.connected().await;
+    let to_online = app.notify(online, "live").await;
+    socket.wait_for("notification:new").await;
+    let to_reader = app.notify(reader, "read quickly").await;
+    let (status, _) = call(
+        &app,
+        Method::POST,
+        &format!("/api/notifications/{to_reader}/read"),
+        Some(&app.token(reader)),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    until("both to be decided", || async {
+        decided(&app.pg, to_online).await && decided(&app.pg, to_reader).await
+    })
+    .await;
+    assert!(sends(&app.pg, to_online).await.is_empty());
+    assert!(sends(&app.pg, to_reader).await.is_empty());
+    assert!(service.received().is_empty());
+    assert_eq!(push_row(&app.pg, to_online, online).await, None);
+}
+
+#[tokio::test]
+async fn a_gone_subscription_is_deleted_and_the_push_recorded_failed() {
+    let (app, service, _) = setup(Duration::from_millis(200)).await;
+    let ada = app.user("Ada", "USER", None).await;
+    subscribe(&app, &service, ada, "old").await;
+    service.script("old", &[Script::Status(410)]);
+    let id = app.notify(ada, "hello").await;
+    service.wait_for(1).await;
+    until("the FAILED row", || async {
+        push_row(&app.pg, id, ada).await.is_some()
+    })
+    .await;
+    let (status, error) = push_row(&app.pg, id, ada).await.unwrap();
+    assert_eq!(status, "FAILED");
+    assert!(error.unwrap().contains("410"));
+    let left: i64 = app
+        .pg
+        .query_one("select count(*) from herald.push_subscriptions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+}
+
+#[tokio::test]
+async fn too_many_requests_is_retried_after_retry_after_and_delivered_once() {
+    let (app, service, _) = setup(Duration::from_millis(200)).await;
+    let ada = app.user("Ada", "USER", None).await;
+    subscribe(&app, &service, ada, "busy").await;
+    service.script("busy", &[Script::TooMany(2), Script::Status(201)]);
+    let id = app.notify(ada, "hello").await;
+    service.wait_for(2).await;
+    until("the sends to settle", || settled(&app.pg, id)).await;
+    let received = service.received();
+    assert_eq!(received.len(), 2);
+    assert_eq!((received[0].status, received[1].status), (429, 201));
+    let waited = received[1].at - received[0].at;
+    assert!(waited >= Duration::from_secs(2), "retried after {waited:?}");
+    assert_eq!(received[0].body, received[1].body);
+    assert_eq!(
+        push_row(&app.pg, id, ada).await,
+        Some(("SENT".into(), None))
+    );
+    assert_eq!(sends(&app.pg, id).await.len(), 1);
+}
+
+#[tokio::test]
+async fn two_instances_push_each_subscription_exactly_once() {
+    let push = push_config(EndpointPolicy::Any, Duration::from_millis(500));
+    let service = PushService::start(push.key.public_key()).await;
+    let first = TestApp::spawn_with(|c| c.push = Some(push.clone())).await;
+    let db = TestDb {
+        url: first.db.url.clone(),
+    };
+    let mut second_config = config(&db);
+    second_config.push = Some(push.clone());
+    let second = TestApp::spawn_on(db, second_config).await;
+    let mut users = Vec::new();
+    for i in 0..5 {
+        let user = first.user(&format!("u{i}"), "USER", None).await;
+        subscribe(&first, &service, user, &format!("u{i}")).await;
+        users.push(user);
+    }
+    let id = first.broadcast("all", None, "to everyone").await;
+    service.wait_for(5).await;
+    until("the sends to settle", || settled(&first.pg, id)).await;
+    let received = service.received();
+    let mut names: Vec<String> = received.iter().map(|r| r.subscription.clone()).collect();
+    names.sort();
+    assert_eq!(names, ["u0", "u1", "u2", "u3", "u4"]);
+    for user in users {
+        assert_eq!(
+            push_row(&first.pg, id, user).await,
+            Some(("SENT".into(), None))
+        );
+    }
+    drop(second);
+}
+
+#[tokio::test]
+async fn a_push_due_while_herald_was_stopped_is_sent_once_after_it_starts() {
+    let push = push_config(EndpointPolicy::Any, Duration::from_secs(2));
+    let service = PushService::start(push.key.public_key()).await;
+    let app = TestApp::spawn_with(|c| c.push = Some(push.clone())).await;
+    let ada = app.user("Ada", "USER", None).await;
+    subscribe(&app, &service, ada, "laptop").await;
+    let id = app.notify(ada, "while you were away").await;
+    let url = app.db.url.clone();
+    app.stop().await.unwrap();
+    let pg = crate::helpers::connect(&url).await;
+    assert!(!decided(&pg, id).await, "decided before its delay");
+    let db = TestDb { url };
+    let mut again = config(&db);
+    again.push = Some(push);
+    let app = TestApp::spawn_on(db, again).await;
+    service.wait_for(1).await;
+    until("the sends to settle", || settled(&app.pg, id)).await;
+    assert_eq!(service.received().len(), 1);
+    assert_eq!(
+        push_row(&app.pg, id, ada).await,
+        Some(("SENT".into(), None))
+    );
+}
+
+#[tokio::test]
+async fn a_pushed_notification_read_or_retracted_is_dismissed_with_its_topic() {
+    let (app, service, _) = setup(Duration::from_millis(200)).await;
+    let ada = app.user("Ada", "USER", None).await;
+    subscribe(&app, &service, ada, "laptop").await;
+    let read = app.notify(ada, "read me").await;
+    let retracted = app.notify(ada, "never mind").await;
+    service.wait_for(2).await;
+    until("both sent", || async {
+        settled(&app.pg, read).await && settled(&app.pg, retracted).await
+    })
+    .await;
+    let (status, _) = call(
+        &app,
+        Method::POST,
+        &format!("/api/notifications/{read}/read"),
+        Some(&app.token(ada)),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    app.pg
+        .execute(
+            "update herald.notifications set retracted_at = now() where id = $1",
+            &[&retracted],
+        )
+        .await
+        .unwrap();
+    let received = service.wait_for(4).await;
+    let dismisses: Vec<_> = received
+        .iter()
+        .filter(|r| r.body["type"] == "dismiss")
+        .collect();
+    assert_eq!(dismisses.len(), 2, "{received:?}");
+    for id in [read, retracted] {
+        let dismiss = dismisses
+            .iter()
+            .find(|r| r.body["notificationId"] == Value::String(id.to_string()))
+            .unwrap_or_else(|| panic!("no dismiss for {id}"));
+        assert_eq!(dismiss.topic, id.simple().to_string());
+    }
+}
