@@ -58,7 +58,7 @@ grant select on herald.users, herald.notifications, herald.notification_seen,
    to herald_service;
 -- mark.read and mark.all_read; mark.delivered and the SENT records.
 grant insert on herald.notification_seen to herald_service;
--- Web Push: subscriptions, the due queue and the sends (migration V7).
+-- Web Push: subscriptions, the due queue and the sends (migration V6).
 grant select, insert, update, delete on herald.push_subscriptions, herald.push_due,
                                         herald.push_sends
    to herald_service;
