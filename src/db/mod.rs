@@ -156,6 +156,23 @@ pub async fn current_snapshot(
     snapshot_column(&row, "snapshot")
 }
 
+/// A read-only repeatable-read transaction and the snapshot it sees: every
+/// read in it agrees with that one snapshot, which positions and the tail
+/// speak in.
+pub async fn snapshot_transaction(
+    client: &mut deadpool_postgres::Object,
+) -> anyhow::Result<(deadpool_postgres::Transaction<'_>, Snapshot)> {
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    // The first query fixes the transaction's snapshot.
+    let snapshot = current_snapshot(&*tx).await?;
+    Ok((tx, snapshot))
+}
+
 /// A `pg_snapshot` column read as text: the one place herald parses one.
 pub fn snapshot_column(row: &tokio_postgres::Row, column: &str) -> anyhow::Result<Snapshot> {
     let text: String = row.try_get(column)?;

@@ -130,6 +130,32 @@ pub struct TailHandle {
     pub poke: Arc<Notify>,
 }
 
+impl TailHandle {
+    /// Waits until the tail has dispatched everything visible in `snapshot`
+    /// (asking it for steps meanwhile), and returns the progress lock held:
+    /// under it, nothing is dispatched until the caller has lined itself up
+    /// with the live stream. Fails past `deadline`.
+    pub async fn reached(
+        &self,
+        snapshot: &Snapshot,
+        deadline: tokio::time::Instant,
+    ) -> anyhow::Result<tokio::sync::MutexGuard<'_, Progress>> {
+        let mut stepped = self.stepped.clone();
+        loop {
+            let progress = self.progress.lock().await;
+            if progress.position.includes(snapshot) {
+                return Ok(progress);
+            }
+            drop(progress);
+            self.poke.notify_one();
+            tokio::time::timeout_at(deadline, stepped.changed())
+                .await
+                .context("the event log tail did not catch up")?
+                .context("the event log tail stopped")?;
+        }
+    }
+}
+
 /// The tail's own side.
 pub struct Tail {
     url: String,

@@ -11,10 +11,8 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use socketioxide::extract::{SocketRef, State};
 use time::OffsetDateTime;
-use tokio_postgres::IsolationLevel;
 use tracing::Instrument;
 
 use super::Gateway;
@@ -160,15 +158,8 @@ async fn sync(socket: &SocketRef, gateway: &Gateway, session: &Session) -> anyho
 
 async fn read_initial(gateway: &Gateway, session: &Session) -> anyhow::Result<Option<Initial>> {
     let mut client = gateway.pool.get().await?;
-    let tx = client
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await?;
-    // The first query fixes the transaction's snapshot; every read below sees
-    // the database as of exactly this one.
-    let snapshot = db::current_snapshot(&*tx).await?;
+    // Every read below sees the database as of exactly this snapshot.
+    let (tx, snapshot) = db::snapshot_transaction(&mut client).await?;
     let Some(user) = db::users::find(&tx, session.user_id)
         .await?
         .filter(|u| u.is_active)
@@ -241,65 +232,55 @@ async fn join_live(
         mut unread,
     } = synced;
     let mut moved = false;
-    let mut stepped = gateway.tail.stepped.clone();
     let deadline = tokio::time::Instant::now() + TAIL_WAIT;
     loop {
-        let progress = gateway.tail.progress.lock().await;
-        if progress.position.includes(&from) {
-            let end = progress.position.clone();
-            let Some(missed) = progress.since(&from) else {
-                // Older than the steps kept in memory: catch up from the log.
-                drop(progress);
-                let events = {
-                    let client = gateway.pool.get().await?;
-                    db::events::catch_up(&client, &inbox, &Position::at(from.clone()), &end).await?
-                };
-                let Some(plan) =
-                    send_catch_up(socket, gateway, &from, &end, events.iter().collect(), inbox)?
-                else {
-                    return Ok(());
-                };
-                (inbox, moved) = (plan.inbox, moved | plan.moved);
-                plan.apply(&mut unread, gateway.unread_tracked);
-                from = end;
-                continue;
+        let progress = gateway.tail.reached(&from, deadline).await?;
+        let end = progress.position.clone();
+        let Some(missed) = progress.since(&from) else {
+            // Older than the steps kept in memory: catch up from the log.
+            drop(progress);
+            let events = {
+                let client = gateway.pool.get().await?;
+                db::events::catch_up(&client, &inbox, &Position::at(from.clone()), &end).await?
             };
-            let Some(plan) = send_catch_up(socket, gateway, &from, &end, missed, inbox)? else {
+            let Some(plan) =
+                send_catch_up(socket, gateway, &from, &end, events.iter().collect(), inbox)?
+            else {
                 return Ok(());
             };
             (inbox, moved) = (plan.inbox, moved | plan.moved);
             plan.apply(&mut unread, gateway.unread_tracked);
-            socket.join(rooms(&inbox));
-            let kept = session.slot.join(inbox, || unread);
-            if moved {
-                // The set was read for the rooms they had at connect.
-                if gateway.presence.rooms_changed(inbox).is_some() {
-                    gateway.counts.reload(inbox.user_id);
-                }
-            } else {
-                match kept {
-                    Change::Count(now) if now != count => {
-                        let _ = outbox::send(
-                            socket,
-                            emit::NOTIFICATION_COUNT,
-                            &wire::Count { count: now },
-                        );
-                    }
-                    Change::Query => gateway.counts.query([inbox.user_id]),
-                    Change::Count(_) | Change::Unchanged => {}
-                }
-            }
-            drop(progress);
-            tracing::debug!(socket.id = %socket.id, user.id = %inbox.user_id, "socket live");
+            from = end;
+            continue;
+        };
+        let Some(plan) = send_catch_up(socket, gateway, &from, &end, missed, inbox)? else {
             return Ok(());
+        };
+        (inbox, moved) = (plan.inbox, moved | plan.moved);
+        plan.apply(&mut unread, gateway.unread_tracked);
+        socket.join(rooms(&inbox));
+        let kept = session.slot.join(inbox, || unread);
+        if moved {
+            // The set was read for the rooms they had at connect.
+            if gateway.presence.rooms_changed(inbox).is_some() {
+                gateway.counts.reload(inbox.user_id);
+            }
+        } else {
+            match kept {
+                Change::Count(now) if now != count => {
+                    let _ = outbox::send(
+                        socket,
+                        emit::NOTIFICATION_COUNT,
+                        &wire::Count { count: now },
+                    );
+                }
+                Change::Query => gateway.counts.query([inbox.user_id]),
+                Change::Count(_) | Change::Unchanged => {}
+            }
         }
         drop(progress);
-        // The tail has not dispatched our snapshot yet: ask it for a step.
-        gateway.tail.poke.notify_one();
-        tokio::time::timeout_at(deadline, stepped.changed())
-            .await
-            .context("the event log tail did not catch up")?
-            .context("the event log tail stopped")?;
+        tracing::debug!(socket.id = %socket.id, user.id = %inbox.user_id, "socket live");
+        return Ok(());
     }
 }
 

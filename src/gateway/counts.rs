@@ -26,7 +26,6 @@ use std::time::Duration;
 use socketioxide::SocketIo;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
-use tokio_postgres::IsolationLevel;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -174,13 +173,7 @@ impl Counts {
             return Ok(());
         }
         let mut client = keeper.pool.get().await?;
-        let tx = client
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
-        let snapshot = db::current_snapshot(&*tx).await?;
+        let (tx, snapshot) = db::snapshot_transaction(&mut client).await?;
         let mut sets = Vec::with_capacity(waiting.len());
         for (inbox, reload) in waiting {
             metrics::count_query("reload");
@@ -190,44 +183,32 @@ impl Counts {
         tx.commit().await?;
         drop(client);
 
-        let mut stepped = keeper.tail.stepped.clone();
         let deadline = tokio::time::Instant::now() + TAIL_WAIT;
-        loop {
-            let progress = keeper.tail.progress.lock().await;
-            if progress.position.includes(&snapshot) {
-                let Some(missed) = progress.since(&snapshot) else {
-                    // Older than the steps kept in memory: read them again.
-                    drop(progress);
-                    users.iter().for_each(|user| self.reload(*user));
-                    return Ok(());
-                };
-                let now = OffsetDateTime::now_utc();
-                for (inbox, reload, ids) in sets {
-                    let mut unread = Unread::load(ids, keeper.limit);
-                    for event in &missed {
-                        // Another change of rooms among them starts another
-                        // reload, which makes this one's result outdated.
-                        let decision =
-                            fanout::decide(event, &inbox, now, &keeper.admin_roles, String::new);
-                        if let Decision::Emit(emission) = decision {
-                            unread.apply(emission.unread, keeper.limit);
-                        }
-                    }
-                    match keeper.presence.reloaded(reload, inbox, unread) {
-                        Some(Change::Count(count)) => push(&keeper.io, inbox.user_id, count),
-                        Some(Change::Query) => self.query([inbox.user_id]),
-                        Some(Change::Unchanged) | None => {}
-                    }
-                }
-                return Ok(());
-            }
+        let progress = keeper.tail.reached(&snapshot, deadline).await?;
+        let Some(missed) = progress.since(&snapshot) else {
+            // Older than the steps kept in memory: read them again.
             drop(progress);
-            keeper.tail.poke.notify_one();
-            tokio::time::timeout_at(deadline, stepped.changed())
-                .await
-                .map_err(|_| anyhow::anyhow!("the event log tail did not catch up"))?
-                .map_err(|_| anyhow::anyhow!("the event log tail stopped"))?;
+            users.iter().for_each(|user| self.reload(*user));
+            return Ok(());
+        };
+        let now = OffsetDateTime::now_utc();
+        for (inbox, reload, ids) in sets {
+            let mut unread = Unread::load(ids, keeper.limit);
+            for event in &missed {
+                // Another change of rooms among them starts another
+                // reload, which makes this one's result outdated.
+                let decision = fanout::decide(event, &inbox, now, &keeper.admin_roles, String::new);
+                if let Decision::Emit(emission) = decision {
+                    unread.apply(emission.unread, keeper.limit);
+                }
+            }
+            match keeper.presence.reloaded(reload, inbox, unread) {
+                Some(Change::Count(count)) => push(&keeper.io, inbox.user_id, count),
+                Some(Change::Query) => self.query([inbox.user_id]),
+                Some(Change::Unchanged) | None => {}
+            }
         }
+        Ok(())
     }
 
     /// Lowers counts as notifications expire, within about a second.
