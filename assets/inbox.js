@@ -124,6 +124,7 @@
       $('user-name').textContent = hello.userName;
       setCount(hello.unreadCount);
       setStatus('live', 'connected');
+      if (!document.body.dataset.push) offerPush();
       // History, read ones included; live events keep it current from here.
       const page = await socket.timeout(5000).emitWithAck('notifications.list', { limit: 50 }).catch(() => null);
       if (page && page.success) {
@@ -132,6 +133,76 @@
       }
     });
   }
+
+  // Browser notifications, when the operator configured Web Push: the
+  // control appears once herald says it has a key, and subscribes this
+  // browser through the service worker at /sw.js.
+  function pushStatus(text, kind) {
+    $('push-status').hidden = !text;
+    $('push-status').textContent = text || '';
+    $('push-status').className = `push-status ${kind || ''}`;
+  }
+
+  function keyBytes(base64url) {
+    const base64 = base64url.replace(/-/g, '+').replace(/_/g, '/');
+    return Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+  }
+
+  // Says on <body data-push> what the page decided: unsupported, off
+  // (herald has no key), offered, or on.
+  async function offerPush() {
+    const decided = (state) => { document.body.dataset.push = state; };
+    if (!('serviceWorker' in navigator) || !('PushManager' in window) || !('Notification' in window)) {
+      decided('unsupported');
+      return;
+    }
+    const answer = await fetch('/api/push/public-key').catch(() => null);
+    if (!answer || !answer.ok) {
+      decided('off'); // push_disabled
+      return;
+    }
+    const { publicKey } = await answer.json();
+    const registration = await navigator.serviceWorker.getRegistration('/');
+    const current = registration && await registration.pushManager.getSubscription().catch(() => null);
+    if (current && Notification.permission === 'granted') {
+      pushStatus('Notifications on');
+      decided('on');
+      return;
+    }
+    $('enable-push').dataset.key = publicKey;
+    $('enable-push').hidden = false;
+    decided('offered');
+  }
+
+  async function enablePush() {
+    try {
+      if (await Notification.requestPermission() !== 'granted') {
+        pushStatus('Notifications are blocked in this browser', 'error');
+        return;
+      }
+      const registration = await navigator.serviceWorker.register('/sw.js');
+      await navigator.serviceWorker.ready;
+      const subscription = await registration.pushManager.subscribe({
+        userVisibleOnly: true,
+        applicationServerKey: keyBytes($('enable-push').dataset.key),
+      });
+      const answer = await fetch('/api/push/subscriptions', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` },
+        body: JSON.stringify(subscription.toJSON()),
+      });
+      if (!answer.ok) {
+        const { error } = await answer.json().catch(() => ({ error: {} }));
+        throw new Error(error.message || `herald answered ${answer.status}`);
+      }
+      $('enable-push').hidden = true;
+      pushStatus('Notifications on');
+    } catch (error) {
+      pushStatus(`Could not turn notifications on: ${error.message}`, 'error');
+    }
+  }
+
+  $('enable-push').addEventListener('click', enablePush);
 
   $('mark-all').addEventListener('click', async () => {
     const ack = await socket.timeout(5000).emitWithAck('mark.all_read', {}).catch(() => null);

@@ -50,6 +50,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/assets/socket.io.min.js", get(socket_io_client))
         .route("/assets/inbox.js", get(inbox_script))
         .route("/assets/inbox.css", get(inbox_style))
+        .route("/sw.js", get(service_worker))
         .with_state(state)
         .fallback(|| async { error(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such route") })
 }
@@ -276,6 +277,16 @@ async fn inbox_style() -> Response {
         "text/css; charset=utf-8",
         "no-cache",
         include_str!("../../assets/inbox.css"),
+    )
+}
+
+/// The inbox's service worker: it shows Web Push notifications and closes
+/// them on a dismiss. At the root, so that its scope is the whole site.
+async fn service_worker() -> Response {
+    asset(
+        "text/javascript; charset=utf-8",
+        "no-cache",
+        include_str!("../../assets/sw.js"),
     )
 }
 
