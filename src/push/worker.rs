@@ -13,7 +13,7 @@
 //! 3. **sends** each claimed push, at most [`PER_ORIGIN`] at once per push
 //!    service and [`IN_FLIGHT`] in all, and records the answer with the
 //!    delivery row in one transaction;
-//! 4. does the same for due dismisses.
+//! 4. does the same for due dismisses, which are retried like pushes.
 //!
 //! Where at-most-once and at-least-once meet: a send is committed as
 //! `sending` before its request goes out. An instance that dies between
@@ -294,15 +294,20 @@ impl Worker {
         let mut client = self.pool.get().await?;
         let transaction = client.transaction().await?;
         if let Kind::Dismiss = job.kind {
-            let state = if answer == Answer::Accepted {
-                "sent"
-            } else {
-                "failed"
+            let (state, retry_in) = match &answer {
+                Answer::Accepted => ("sent", 0.0),
+                Answer::Retry(wait, _) if *wait < job.ttl => ("due", wait.as_secs_f64()),
+                Answer::Retry(..) | Answer::Gone(_) | Answer::Failed(_) => ("failed", 0.0),
             };
             transaction
                 .execute(
                     include_str!("../../sql/push_dismiss_answered.sql"),
-                    &[&job.notification_id, &job.subscription_id, &state],
+                    &[
+                        &job.notification_id,
+                        &job.subscription_id,
+                        &state,
+                        &retry_in,
+                    ],
                 )
                 .await?;
             if let Answer::Gone(_) = answer {
@@ -323,6 +328,12 @@ impl Worker {
             ),
             Answer::Gone(reason) | Answer::Failed(reason) => ("failed", 0.0, Some(reason.clone())),
         };
+        transaction
+            .execute(
+                include_str!("../../sql/push_sends_lock_user.sql"),
+                &[&job.notification_id, &job.user_id],
+            )
+            .await?;
         let updated = transaction
             .query_opt(
                 include_str!("../../sql/push_send_answered.sql"),
@@ -406,6 +417,7 @@ async fn delete_subscription(
 struct Job {
     notification_id: Uuid,
     subscription_id: Uuid,
+    user_id: Uuid,
     endpoint: String,
     p256dh: String,
     auth: String,
@@ -424,7 +436,6 @@ enum Kind {
 impl Job {
     fn notification(row: &tokio_postgres::Row) -> Result<Self, tokio_postgres::Error> {
         let mut job = Self::common(row)?;
-        job.attempts = row.try_get("attempts")?;
         job.kind = Kind::Notification {
             shown: Shown {
                 id: job.notification_id,
@@ -448,11 +459,12 @@ impl Job {
         Ok(Self {
             notification_id: row.try_get("notification_id")?,
             subscription_id: row.try_get("subscription_id")?,
+            user_id: row.try_get("user_id")?,
             endpoint: row.try_get("endpoint")?,
             p256dh: row.try_get("p256dh")?,
             auth: row.try_get("auth")?,
             ttl: Duration::from_secs(ttl.clamp(0.0, 28.0 * 86_400.0) as u64),
-            attempts: 1,
+            attempts: row.try_get("attempts")?,
             kind: Kind::Dismiss,
         })
     }

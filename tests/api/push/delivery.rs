@@ -360,3 +360,169 @@ async fn a_pushed_notification_read_or_retracted_is_dismissed_with_its_topic() {
         assert_eq!(dismiss.topic, id.simple().to_string());
     }
 }
+
+#[tokio::test]
+async fn a_dismiss_the_push_service_turns_away_is_retried_after_retry_after() {
+    let (app, service, _) = setup(Duration::from_millis(200)).await;
+    let ada = app.user("Ada", "USER", None).await;
+    subscribe(&app, &service, ada, "laptop").await;
+    // The push is accepted; its dismiss is refused once with 429.
+    service.script(
+        "laptop",
+        &[Script::Status(201), Script::TooMany(1), Script::Status(201)],
+    );
+    let id = app.notify(ada, "read me elsewhere").await;
+    service.wait_for(1).await;
+    until("the push to settle", || settled(&app.pg, id)).await;
+    app.pg
+        .execute(
+            "insert into herald.notification_seen (notification_id, user_id) values ($1, $2)",
+            &[&id, &ada],
+        )
+        .await
+        .unwrap();
+    let received = service.wait_for(3).await;
+    let statuses: Vec<(String, u16)> = received
+        .iter()
+        .map(|r| (r.body["type"].as_str().unwrap().to_owned(), r.status))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("notification".into(), 201),
+            ("dismiss".into(), 429),
+            ("dismiss".into(), 201)
+        ]
+    );
+    let waited = received[2].at - received[1].at;
+    assert!(waited >= Duration::from_secs(1), "retried after {waited:?}");
+    assert_eq!(received[1].body, received[2].body);
+    until("the dismiss recorded sent", || async {
+        app.pg
+            .query_one(
+                "select dismiss_state from herald.push_sends where notification_id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap()
+            .get::<_, Option<String>>(0)
+            .as_deref()
+            == Some("sent")
+    })
+    .await;
+}
+
+/// How many failures in a row herald has counted for the subscription at
+/// `endpoint`; `None` once it is deleted.
+async fn failures(pg: &tokio_postgres::Client, endpoint: &str) -> Option<i32> {
+    pg.query_opt(
+        "select failures from herald.push_subscriptions where endpoint = $1",
+        &[&endpoint],
+    )
+    .await
+    .unwrap()
+    .map(|row| row.get(0))
+}
+
+#[tokio::test]
+async fn five_failures_in_a_row_delete_a_subscription_and_a_success_starts_the_count_again() {
+    let (app, service, _) = setup(Duration::from_millis(100)).await;
+    let ada = app.user("Ada", "USER", None).await;
+    let endpoint = subscribe(&app, &service, ada, "flaky").await;
+    let answers = [400, 400, 400, 400, 201, 400, 400, 400, 400, 400];
+    service.script("flaky", &answers.map(Script::Status));
+    let mut counted = Vec::new();
+    for (i, answer) in answers.iter().enumerate() {
+        let id = app.notify(ada, &format!("number {i}")).await;
+        service.wait_for(i + 1).await;
+        until("the send to settle", || settled(&app.pg, id)).await;
+        let expected = if *answer == 201 { "SENT" } else { "FAILED" };
+        until("the PUSH row", || async {
+            push_row(&app.pg, id, ada)
+                .await
+                .map(|(status, _)| status)
+                .as_deref()
+                == Some(expected)
+        })
+        .await;
+        counted.push(failures(&app.pg, &endpoint).await);
+    }
+    assert_eq!(
+        counted,
+        [
+            Some(1),
+            Some(2),
+            Some(3),
+            Some(4),
+            Some(0),
+            Some(1),
+            Some(2),
+            Some(3),
+            Some(4),
+            None
+        ]
+    );
+    // Gone for good: the next notification plans no send.
+    let after = app.notify(ada, "nobody to push to").await;
+    until("it to be decided", || decided(&app.pg, after)).await;
+    assert!(sends(&app.pg, after).await.is_empty());
+    assert_eq!(service.received().len(), answers.len());
+}
+
+#[tokio::test]
+async fn an_endpoint_that_now_leads_inside_is_refused_when_sending_and_never_connected_to() {
+    // A listener where the endpoints lead: it counts every connection.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (connections, seen) = tokio::sync::watch::channel(0usize);
+    tokio::spawn(async move {
+        while listener.accept().await.is_ok() {
+            connections.send_modify(|n| *n += 1);
+        }
+    });
+    let push = push_config(EndpointPolicy::Public, Duration::from_millis(100));
+    let app = TestApp::spawn_with(|c| c.push = Some(push.clone())).await;
+    let ada = app.user("Ada", "USER", None).await;
+    // Endpoints that passed the policy when they were stored but lead to
+    // loopback now: a name whose address changed (localhost stands in for
+    // it), and a literal written in SQL past the routes.
+    let by_name = format!("https://localhost:{port}/push/renamed");
+    let literal = format!("https://127.0.0.1:{port}/push/literal");
+    for endpoint in [&by_name, &literal] {
+        let browser = super::Browser::new();
+        let keys = &browser.subscription(endpoint)["keys"];
+        app.pg
+            .execute(
+                "insert into herald.push_subscriptions (user_id, endpoint, p256dh, auth) values ($1, $2, $3, $4)",
+                &[&ada, endpoint, &keys["p256dh"].as_str().unwrap(), &keys["auth"].as_str().unwrap()],
+            )
+            .await
+            .unwrap();
+    }
+    let id = app.notify(ada, "must not leave").await;
+    until("the FAILED row", || async {
+        push_row(&app.pg, id, ada).await.is_some()
+    })
+    .await;
+    until("the sends to settle", || settled(&app.pg, id)).await;
+    let (status, error) = push_row(&app.pg, id, ada).await.unwrap();
+    assert_eq!(status, "FAILED");
+    assert!(error.unwrap().contains("not a public address"));
+    let errors: Vec<String> = app
+        .pg
+        .query(
+            "select p.error from herald.push_sends p where p.notification_id = $1 order by p.error",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors.iter().all(|e| e.contains("not a public address")),
+        "{errors:?}"
+    );
+    assert_eq!(*seen.borrow(), 0, "herald connected to a refused address");
+}
