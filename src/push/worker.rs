@@ -114,25 +114,38 @@ impl Worker {
         let mut tasks = JoinSet::new();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Whether the last claim filled the room: more may be waiting, so
+        // claim again as soon as half the room is free, not at the next tick.
+        let mut more = false;
         loop {
-            tokio::select! {
+            let result = tokio::select! {
                 () = stop.cancelled() => break,
-                _ = tick.tick() => {}
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
-            }
-            if let Err(error) = self.step(&mut tasks).await {
-                metrics::push_step_failed();
-                tracing::warn!(
-                    error = format!("{error:#}"),
-                    "push worker step failed; retrying"
-                );
+                _ = tick.tick() => self.step(&mut tasks).await,
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {
+                    if !more || tasks.len() > IN_FLIGHT / 2 {
+                        continue;
+                    }
+                    self.claim(&mut tasks).await
+                }
+            };
+            match result {
+                Ok(full) => more = full,
+                Err(error) => {
+                    more = false;
+                    metrics::push_step_failed();
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "push worker step failed; retrying"
+                    );
+                }
             }
         }
         while tasks.join_next().await.is_some() {}
     }
 
     /// One tick: recover abandoned claims, decide, claim and start sends.
-    async fn step(self: &Arc<Self>, tasks: &mut JoinSet<()>) -> anyhow::Result<()> {
+    /// Whether the claim filled the room.
+    async fn step(self: &Arc<Self>, tasks: &mut JoinSet<()>) -> anyhow::Result<bool> {
         let client = self.pool.get().await?;
         for row in client
             .query(
@@ -171,32 +184,9 @@ impl Worker {
             planned.try_get::<_, i64>("decided")?,
             planned.try_get::<_, i64>("planned")?,
         );
-
-        let room = IN_FLIGHT.saturating_sub(tasks.len());
-        if room > 0 {
-            let room = room as i64;
-            for row in client
-                .query(include_str!("../../sql/push_claim.sql"), &[&room])
-                .await?
-            {
-                let job = Job::notification(&row)?;
-                let worker = self.clone();
-                tasks.spawn(async move { worker.deliver(job).await });
-            }
-        }
-        let room = IN_FLIGHT.saturating_sub(tasks.len());
-        if room > 0 {
-            let room = room as i64;
-            for row in client
-                .query(include_str!("../../sql/push_dismiss_claim.sql"), &[&room])
-                .await?
-            {
-                let job = Job::dismiss(&row)?;
-                let worker = self.clone();
-                tasks.spawn(async move { worker.deliver(job).await });
-            }
-        }
-        metrics::push_in_flight(tasks.len());
+        drop(client);
+        let full = self.claim(tasks).await?;
+        let client = self.pool.get().await?;
         let backlog = client
             .query_one(
                 include_str!("../../sql/push_backlog.sql"),
@@ -208,7 +198,40 @@ impl Worker {
             backlog.try_get::<_, i64>("waiting")?,
             backlog.try_get::<_, f64>("lag_seconds")?,
         );
-        Ok(())
+        Ok(full)
+    }
+
+    /// Claims due sends, then due dismisses, as many as there is room for
+    /// under [`IN_FLIGHT`], and starts them. Whether they filled the room.
+    async fn claim(self: &Arc<Self>, tasks: &mut JoinSet<()>) -> anyhow::Result<bool> {
+        let client = self.pool.get().await?;
+        let claims = [
+            (
+                include_str!("../../sql/push_claim.sql"),
+                Job::notification as JobFromRow,
+            ),
+            (
+                include_str!("../../sql/push_dismiss_claim.sql"),
+                Job::dismiss,
+            ),
+        ];
+        let mut full = false;
+        for (statement, job) in claims {
+            let room = IN_FLIGHT.saturating_sub(tasks.len());
+            if room == 0 {
+                full = true;
+                break;
+            }
+            let rows = client.query(statement, &[&(room as i64)]).await?;
+            full |= rows.len() == room;
+            for row in rows {
+                let job = job(&row)?;
+                let worker = self.clone();
+                tasks.spawn(async move { worker.deliver(job).await });
+            }
+        }
+        metrics::push_in_flight(tasks.len());
+        Ok(full)
     }
 
     /// One push service at a time, [`PER_ORIGIN`] requests at once.
@@ -412,6 +435,9 @@ async fn delete_subscription(
         .await
         .map(drop)
 }
+
+/// Reads a claimed row into a [`Job`].
+type JobFromRow = fn(&tokio_postgres::Row) -> Result<Job, tokio_postgres::Error>;
 
 /// A claimed push or dismiss.
 struct Job {
