@@ -281,6 +281,25 @@ row("S5", "seconds until all connected, against before", num(hv, 2), "", f"befor
 row("S5", "connected / refused", f"{num(h and h['connected'])} / {num(h and h['refused'])}",
     f"{num(p and p['connected'])} / {num(p and p['refused'])}", "", "", "", "")
 
+push = find("Push", "herald")
+s1, s1p = S["UnicastLatency"]["herald"], find("UnicastLatency", "herald-pushing")
+rounds = (push or {}).get("rounds") or []
+rates = sorted(r["pushes_per_second"] for r in rounds)
+row("S6 Web Push", f"pushes/s to {num(push and push['subscribers'])} offline subscriptions on one push service, "
+    f"median of {len(rounds)} broadcasts (first push to last)", num(rates[len(rates) // 2]) if rates else "—", "", "", "",
+    "measured", "—")
+row("S6", "COMMIT→last push, per broadcast (s; includes HERALD_PUSH_DELAY 1 s)",
+    ", ".join(num(r["commit_to_last_seconds"], 1) for r in rounds) or "—", "", "", "", "", "")
+row("S6", "pushes lost / duplicated; samples decrypted (failed)",
+    f"{sum(r['lost'] for r in rounds)} / {sum(r['duplicated'] for r in rounds)}; "
+    f"{num(push and push['sampled_and_decrypted'])} ({num(push and push['sample_failures'])})" if push else "—",
+    "", "", "", "0 / 0", yes(None if not rounds else all(r["lost"] == 0 and r["duplicated"] == 0 for r in rounds)
+                              and push["sample_failures"] == 0))
+hv, bv = pct(s1p, "commit_to_receipt", "p99_ms"), pct(s1, "commit_to_receipt", "p99_ms")
+row("S6", "S1's COMMIT→receipt p99 while pushing, against S1 alone in this run (ms)", num(hv, 2), "", num(bv, 2),
+    num(ratio(hv, bv), 2), "measured", "—")
+row("S6", "S1 while pushing: lost / duplicated", lost(s1p), "", "", "", "0", yes(None if not s1p else s1p["lost"] == 0))
+
 skipped = [r for r in results if "skipped" in r]
 for r in skipped:
     w("")
@@ -300,7 +319,10 @@ w("Scenarios: S1 1,000 users with one socket each, single-row transactions at 50
   "S3 10,000 sockets in one sector, 15 broadcasts/s for 10 s; the fan-out samples: herald and the bare server "
   "up side by side with 10,000 sockets each, 15 single broadcasts to each taken in turn a second apart; "
   "S4 idle authenticated sockets (19,000: this sandbox caps a process at 20,000 open files); "
-  "S5 10,000 clients connecting at once. Latency runs from the moment the load generator sends COMMIT "
+  "S5 10,000 clients connecting at once; "
+  "S6 S1's load again, on a herald with Web Push on (HERALD_PUSH_DELAY 1 s), while the load generator's push service "
+  "(it answers 201, counts every push per subscription and decrypts one in 50) receives 3 broadcasts to 10,000 "
+  "offline users with a subscription each, one broadcast after another. Latency runs from the moment the load generator sends COMMIT "
   "(schedule→receipt from the open-loop schedule). Deliveries/s count from the first send to the last arrival, "
   "so a server that falls behind is measured by when it caught up. Every notification id is counted per socket. "
   "PostgreSQL's time per statement group is pg_stat_statements' planning plus execution time (track = top, so "

@@ -26,6 +26,7 @@ use uuid::Uuid;
 
 mod cpu;
 mod pgcost;
+mod push;
 
 const NS: &str = "/notifications";
 
@@ -48,6 +49,9 @@ enum Command {
     },
     /// One scenario against a running server; prints JSON results.
     Run(Run),
+    /// Web Push: a push service, offline subscribers, and broadcasts to
+    /// them (herald with push on); prints JSON results.
+    Push(push::PushRun),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Debug)]
@@ -130,6 +134,11 @@ fn main() -> anyhow::Result<()> {
         Command::Run(run) => {
             let result = runtime.block_on(scenario(run))?;
             println!("{}", serde_json::to_string_pretty(&result)?);
+            Ok(())
+        }
+        Command::Push(run) => {
+            let result = runtime.block_on(push::run(run))?;
+            println!("{}", serde_json::to_string(&result)?);
             Ok(())
         }
     }
