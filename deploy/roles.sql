@@ -63,6 +63,12 @@ grant select, insert, update, delete on herald.push_subscriptions, herald.push_d
                                         herald.push_sends
    to herald_service;
 grant insert, update on herald.notification_deliveries to herald_service;
+-- Inbox state (migration V7): archive and snooze rows are written and
+-- removed by herald for its clients; preferences likewise.
+grant select, insert, update, delete on herald.notification_archived,
+                                        herald.notification_snoozed,
+                                        herald.notification_preferences
+   to herald_service;
 -- Delivery records lock the notification and user they refer to FOR KEY
 -- SHARE, and pruning locks the rows it deletes FOR UPDATE; PostgreSQL allows
 -- a row lock only to a role that may update some column of the table. These

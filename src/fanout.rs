@@ -64,6 +64,10 @@ pub enum Route {
 pub enum Skip {
     /// The notification expired before herald read its event: routine.
     Expired,
+    /// An inbox-state change (archive, snooze, preferences) this version
+    /// records in the log but does not push yet: read state and counts
+    /// follow the read an archive writes, and nothing else changes.
+    NotPushed,
     /// The row lacks what the event needs (routing columns or a payload of
     /// the right shape). Only triggers write the log, so this is a push
     /// lost to a bug, never a client's doing. Says what is wrong.
@@ -83,6 +87,7 @@ impl Skip {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Expired => "expired",
+            Self::NotPushed => "not_pushed",
             Self::Malformed(_) => "malformed",
         }
     }
@@ -261,6 +266,11 @@ pub fn route(event: &Event, event_id: &str, now: OffsetDateTime) -> Route {
             }),
             Err(error) => Route::Skip(Skip::malformed("user payload", error)),
         },
+        Kind::NotificationArchived
+        | Kind::NotificationUnarchived
+        | Kind::NotificationSnoozed
+        | Kind::NotificationUnsnoozed
+        | Kind::PreferencesUpdated => Route::Skip(Skip::NotPushed),
     }
 }
 

@@ -31,4 +31,9 @@ pub mod kind {
     pub const NOTIFICATION_READ: &str = "notification.read";
     pub const NOTIFICATION_RETRACTED: &str = "notification.retracted";
     pub const USER_UPDATED: &str = "user.updated";
+    pub const NOTIFICATION_ARCHIVED: &str = "notification.archived";
+    pub const NOTIFICATION_UNARCHIVED: &str = "notification.unarchived";
+    pub const NOTIFICATION_SNOOZED: &str = "notification.snoozed";
+    pub const NOTIFICATION_UNSNOOZED: &str = "notification.unsnoozed";
+    pub const PREFERENCES_UPDATED: &str = "preferences.updated";
 }

@@ -14,6 +14,11 @@ pub enum Kind {
     NotificationRead,
     NotificationRetracted,
     UserUpdated,
+    NotificationArchived,
+    NotificationUnarchived,
+    NotificationSnoozed,
+    NotificationUnsnoozed,
+    PreferencesUpdated,
 }
 
 impl Kind {
@@ -23,6 +28,11 @@ impl Kind {
             kind::NOTIFICATION_READ => Some(Self::NotificationRead),
             kind::NOTIFICATION_RETRACTED => Some(Self::NotificationRetracted),
             kind::USER_UPDATED => Some(Self::UserUpdated),
+            kind::NOTIFICATION_ARCHIVED => Some(Self::NotificationArchived),
+            kind::NOTIFICATION_UNARCHIVED => Some(Self::NotificationUnarchived),
+            kind::NOTIFICATION_SNOOZED => Some(Self::NotificationSnoozed),
+            kind::NOTIFICATION_UNSNOOZED => Some(Self::NotificationUnsnoozed),
+            kind::PREFERENCES_UPDATED => Some(Self::PreferencesUpdated),
             _ => None,
         }
     }
@@ -33,6 +43,11 @@ impl Kind {
             Self::NotificationRead => kind::NOTIFICATION_READ,
             Self::NotificationRetracted => kind::NOTIFICATION_RETRACTED,
             Self::UserUpdated => kind::USER_UPDATED,
+            Self::NotificationArchived => kind::NOTIFICATION_ARCHIVED,
+            Self::NotificationUnarchived => kind::NOTIFICATION_UNARCHIVED,
+            Self::NotificationSnoozed => kind::NOTIFICATION_SNOOZED,
+            Self::NotificationUnsnoozed => kind::NOTIFICATION_UNSNOOZED,
+            Self::PreferencesUpdated => kind::PREFERENCES_UPDATED,
         }
     }
 }

@@ -205,6 +205,11 @@ pub fn skipped(event: &Event, skip: &Skip) {
             event.kind = event.kind.as_str(),
             "event not pushed: its notification expired before it was read"
         ),
+        Skip::NotPushed => tracing::debug!(
+            event.id = event.id,
+            event.kind = event.kind.as_str(),
+            "event not pushed: an inbox-state change this version only records"
+        ),
         Skip::Malformed(reason) => tracing::error!(
             event.id = event.id,
             event.kind = event.kind.as_str(),
