@@ -5,10 +5,7 @@ const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
-const { chromium } = require('playwright-core');
-const { startHerald } = require('./support');
-
-const CHROMIUM = process.env.HERALD_CHROMIUM || '/usr/bin/chromium';
+const { startHerald, launchChromium } = require('./support');
 const OUTPUT = path.join(__dirname, 'output');
 
 let herald;
@@ -17,13 +14,7 @@ let browser;
 before(async () => {
   fs.mkdirSync(OUTPUT, { recursive: true });
   herald = await startHerald();
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    // This machine's network is closed: keep Chromium from reaching out.
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

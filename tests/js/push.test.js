@@ -12,11 +12,8 @@ const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { chromium } = require('playwright-core');
-const { startHerald } = require('./support');
+const { startHerald, launchChromium } = require('./support');
 const { startPushService } = require('./push-service');
-
-const CHROMIUM = process.env.HERALD_CHROMIUM || '/usr/bin/chromium';
 
 let herald;
 let service;
@@ -36,12 +33,7 @@ before(async () => {
     HERALD_PUSH_DELAY: '200ms',
     HERALD_PUSH_ENDPOINTS: 'any',
   });
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

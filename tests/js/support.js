@@ -128,4 +128,17 @@ function once(socket, event, ms = 5000) {
   });
 }
 
-module.exports = { startHerald, once, SECRET };
+// Headless Chromium (Debian's; playwright cannot download one here), kept
+// from reaching out: this machine's network is closed.
+function launchChromium() {
+  // Required here, so the tests that drive no browser need no playwright.
+  const { chromium } = require('playwright-core');
+  return chromium.launch({
+    executablePath: process.env.HERALD_CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+}
+
+module.exports = { startHerald, once, launchChromium, SECRET };
