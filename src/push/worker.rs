@@ -125,7 +125,10 @@ impl Worker {
                     if !more || tasks.len() > IN_FLIGHT / 2 {
                         continue;
                     }
-                    self.claim(&mut tasks).await
+                    match self.pool.get().await {
+                        Ok(client) => self.claim(&client, &mut tasks).await,
+                        Err(error) => Err(error.into()),
+                    }
                 }
             };
             match result {
@@ -184,9 +187,7 @@ impl Worker {
             planned.try_get::<_, i64>("decided")?,
             planned.try_get::<_, i64>("planned")?,
         );
-        drop(client);
-        let full = self.claim(tasks).await?;
-        let client = self.pool.get().await?;
+        let full = self.claim(&client, tasks).await?;
         let backlog = client
             .query_one(
                 include_str!("../../sql/push_backlog.sql"),
@@ -203,8 +204,11 @@ impl Worker {
 
     /// Claims due sends, then due dismisses, as many as there is room for
     /// under [`IN_FLIGHT`], and starts them. Whether they filled the room.
-    async fn claim(self: &Arc<Self>, tasks: &mut JoinSet<()>) -> anyhow::Result<bool> {
-        let client = self.pool.get().await?;
+    async fn claim(
+        self: &Arc<Self>,
+        client: &deadpool_postgres::Client,
+        tasks: &mut JoinSet<()>,
+    ) -> anyhow::Result<bool> {
         let claims = [
             (
                 include_str!("../../sql/push_claim.sql"),
