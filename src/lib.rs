@@ -35,6 +35,7 @@ pub mod fanout;
 pub mod gateway;
 pub mod http;
 pub mod names;
+pub mod preferences;
 pub mod push;
 pub mod server;
 pub mod supervisor;

@@ -236,3 +236,119 @@ pub async fn unread_counts(
         .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
         .collect()
 }
+
+/// Why a snooze was refused: its until, or the notification is read.
+#[derive(Debug)]
+pub enum SnoozeRefused {
+    /// The named check of migration V7 it failed, and its message.
+    Check {
+        constraint: String,
+        message: String,
+    },
+    Database(tokio_postgres::Error),
+}
+
+impl From<tokio_postgres::Error> for SnoozeRefused {
+    fn from(error: tokio_postgres::Error) -> Self {
+        match error.as_db_error() {
+            Some(db) if db.code() == &tokio_postgres::error::SqlState::CHECK_VIOLATION => {
+                Self::Check {
+                    constraint: db.constraint().unwrap_or_default().to_owned(),
+                    message: db.message().to_owned(),
+                }
+            }
+            _ => Self::Database(error),
+        }
+    }
+}
+
+impl Inbox {
+    /// Archives one notification (and reads it). `None`: it is not in this
+    /// inbox. Otherwise when it was (first) archived.
+    #[tracing::instrument(skip_all, fields(user.id = %self.user_id, notification.id = %id))]
+    pub async fn archive(
+        &self,
+        client: &impl GenericClient,
+        id: Uuid,
+    ) -> Result<Option<String>, tokio_postgres::Error> {
+        self.about(client, include_str!("../../sql/inbox_archive.sql"), id)
+            .await?
+            .map(|row| row.try_get("archived_at"))
+            .transpose()
+    }
+
+    /// Takes one notification out of the archive; false: not in this inbox.
+    #[tracing::instrument(skip_all, fields(user.id = %self.user_id, notification.id = %id))]
+    pub async fn unarchive(
+        &self,
+        client: &impl GenericClient,
+        id: Uuid,
+    ) -> Result<bool, tokio_postgres::Error> {
+        let sql = include_str!("../../sql/inbox_unarchive.sql");
+        Ok(self.about(client, sql, id).await?.is_some())
+    }
+
+    /// Archives everything read and not yet archived; how many.
+    #[tracing::instrument(skip_all, fields(user.id = %self.user_id))]
+    pub async fn archive_read(
+        &self,
+        client: &impl GenericClient,
+    ) -> Result<u64, tokio_postgres::Error> {
+        let statement = client
+            .prepare_cached(include_str!("../../sql/inbox_archive_read.sql"))
+            .await?;
+        client
+            .execute(
+                &statement,
+                &[&self.user_id, &self.sector_id, &self.is_admin],
+            )
+            .await
+    }
+
+    /// Snoozes one notification until `until`. `None`: not in this inbox.
+    #[tracing::instrument(skip_all, fields(user.id = %self.user_id, notification.id = %id))]
+    pub async fn snooze(
+        &self,
+        client: &impl GenericClient,
+        id: Uuid,
+        until: time::OffsetDateTime,
+    ) -> Result<Option<String>, SnoozeRefused> {
+        let statement = client
+            .prepare_cached(include_str!("../../sql/inbox_snooze.sql"))
+            .await?;
+        let row = client
+            .query_opt(
+                &statement,
+                &[&self.user_id, &self.sector_id, &self.is_admin, &id, &until],
+            )
+            .await?;
+        Ok(row.map(|row| row.try_get("until")).transpose()?)
+    }
+
+    /// Ends a snooze early; false: not in this inbox.
+    #[tracing::instrument(skip_all, fields(user.id = %self.user_id, notification.id = %id))]
+    pub async fn unsnooze(
+        &self,
+        client: &impl GenericClient,
+        id: Uuid,
+    ) -> Result<bool, tokio_postgres::Error> {
+        let sql = include_str!("../../sql/inbox_unsnooze.sql");
+        Ok(self.about(client, sql, id).await?.is_some())
+    }
+
+    /// Runs a statement about one notification of this inbox.
+    async fn about(
+        &self,
+        client: &impl GenericClient,
+        sql: &str,
+        id: Uuid,
+    ) -> Result<Option<Row>, tokio_postgres::Error> {
+        let statement = client.prepare_cached(sql).await?;
+        client
+            .query_opt(
+                &statement,
+                &[&self.user_id, &self.sector_id, &self.is_admin, &id],
+            )
+            .await
+    }
+}

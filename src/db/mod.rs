@@ -10,8 +10,10 @@ pub mod events;
 pub mod inbox;
 pub mod notifications;
 pub mod position;
+pub mod preferences;
 pub mod push;
 pub mod snapshot;
+pub mod snoozes;
 pub mod users;
 
 use anyhow::Context;
