@@ -5,7 +5,8 @@
 -- Set-based rather than one inbox scan per user: a user's unread count is
 -- their unread personal notifications, plus the live broadcasts addressed
 -- to them (counted once per sector, not once per member), minus the live
--- broadcasts they have read. Equal to inbox_unread_count.sql for each user
+-- broadcasts they have read, minus those unread that do not show. Equal
+-- to inbox_unread_count.sql for each user
 -- (tests/api/gateway.rs checks it), but a broadcast to 10,000 online users
 -- costs one count per sector and one index probe per user.
 -- The audience filter is the SQL twin of src/audience.rs (Audience::reaches),
@@ -35,6 +36,22 @@ with u as (
          count(*) filter (where audience = 'all') as everyone
     from live
    where audience in ('admin', 'all')
+), hidden as (
+  -- Unread notifications that do not show: snoozed, or of a kind muted
+  -- for IN_APP. Only users with a snooze or an IN_APP preference can have
+  -- any, so the others cost two index probes.
+  select u.user_id, count(*) as hidden
+    from u
+    cross join lateral herald.inbox(u.user_id, u.sector_id, u.is_admin) n
+   where (exists (select from herald.notification_snoozed z where z.user_id = u.user_id)
+          or exists (select from herald.notification_preferences p
+                      where p.user_id = u.user_id and p.channel = 'IN_APP'))
+     and n.retracted_at is null
+     and (n.expires_at is null or n.expires_at > now())
+     and not exists (select from herald.notification_seen s
+                      where s.notification_id = n.id and s.user_id = u.user_id)
+     and not herald.shown(n.id, u.user_id, n.kind, n.importance)
+   group by u.user_id
 ), read_broadcasts as (
   select u.user_id, count(*) as read
     from u
@@ -50,9 +67,11 @@ select u.user_id,
          + coalesce(ps.live, 0)
          + case when u.is_admin then b.admin else 0 end
          + b.everyone
-         - coalesce(r.read, 0) as unread
+         - coalesce(r.read, 0)
+         - coalesce(h.hidden, 0) as unread
   from u
   cross join broadcasts b
   left join personal p on p.user_id = u.user_id
   left join per_sector ps on ps.sector_id = u.sector_id
   left join read_broadcasts r on r.user_id = u.user_id
+  left join hidden h on h.user_id = u.user_id

@@ -1,8 +1,9 @@
 -- Claims sends whose time has come, at most $1, for this instance: SKIP
 -- LOCKED hands each row to one instance, and 'sending' is committed before
 -- the request goes out. A send that is no longer wanted (read, retracted,
--- expired, past its TTL, reached on a socket meanwhile, the user
--- deactivated) is marked 'skipped' instead and not returned.
+-- expired, past its TTL, reached on a socket meanwhile, snoozed, its kind
+-- muted for PUSH since, the user deactivated) is marked 'skipped' instead
+-- and not returned.
 -- $1 how many at most
 with claimable as (
   select p.notification_id, p.subscription_id,
@@ -15,6 +16,9 @@ with claimable as (
           and not exists (select from herald.notification_deliveries d
                            where d.notification_id = p.notification_id and d.user_id = p.user_id
                              and d.channel = 'IN_APP' and d.status in ('SENT', 'DELIVERED'))
+          and not exists (select from herald.notification_snoozed z
+                           where z.notification_id = p.notification_id and z.user_id = p.user_id)
+          and herald.kind_enabled(p.user_id, n.kind, n.importance, 'PUSH')
          ) as wanted
     from herald.push_sends p
     join herald.notifications n on n.id = p.notification_id

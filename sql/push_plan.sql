@@ -1,6 +1,7 @@
 -- Decides, for notifications whose HERALD_PUSH_DELAY has passed, who gets a
 -- push: each addressed, active user with subscriptions who has neither read
--- it nor received it on a socket (an IN_APP row), one send per
+-- it nor received it on a socket (an IN_APP row), has not snoozed it and
+-- does not mute its kind for PUSH (herald.kind_enabled), one send per
 -- subscription. The due rows are taken (deleted) in the same statement that
 -- plans their sends, and SKIP LOCKED lets instances share the queue without
 -- ever taking the same row: each due notification is decided exactly once.
@@ -43,6 +44,9 @@ planned as (
      and not exists (select from herald.notification_deliveries d
                       where d.notification_id = n.id and d.user_id = u.id
                         and d.channel = 'IN_APP' and d.status in ('SENT', 'DELIVERED'))
+     and not exists (select from herald.notification_snoozed z
+                      where z.notification_id = n.id and z.user_id = u.id)
+     and herald.kind_enabled(u.id, n.kind, n.importance, 'PUSH')
   on conflict on constraint push_sends_pkey do nothing
   returning 1
 )

@@ -20,7 +20,8 @@ pub use crate::audience::Audience;
 use crate::audience::{AdminRoles, Inbox};
 use crate::eventlog::{Event, Kind};
 use crate::names::emit;
-use crate::unread::Effect;
+use crate::preferences::{Channel, Preference, Rules};
+use crate::unread::{Effect, Subject};
 use crate::wire;
 
 /// Who an event is addressed to, from its routing columns.
@@ -39,6 +40,15 @@ pub struct Emission {
     pub delivers: Option<Uuid>,
     /// What it does to the unread notifications of those it reaches.
     pub unread: Effect,
+}
+
+impl Emission {
+    /// Whether it is a notification a user with these `IN_APP` rules mutes.
+    pub fn muted_by(&self, rules: &Rules) -> bool {
+        self.unread
+            .shows()
+            .is_some_and(|subject| !subject.shown(rules))
+    }
 }
 
 /// A change to a user's access or rooms.
@@ -64,10 +74,9 @@ pub enum Route {
 pub enum Skip {
     /// The notification expired before herald read its event: routine.
     Expired,
-    /// An inbox-state change (archive, snooze, preferences) this version
-    /// records in the log but does not push yet: read state and counts
-    /// follow the read an archive writes, and nothing else changes.
-    NotPushed,
+    /// A snooze ended for a notification that no longer shows (read,
+    /// archived, retracted or expired meanwhile): nothing to show again.
+    NothingToShow,
     /// The row lacks what the event needs (routing columns or a payload of
     /// the right shape). Only triggers write the log, so this is a push
     /// lost to a bug, never a client's doing. Says what is wrong.
@@ -87,7 +96,7 @@ impl Skip {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Expired => "expired",
-            Self::NotPushed => "not_pushed",
+            Self::NothingToShow => "nothing_to_show",
             Self::Malformed(_) => "malformed",
         }
     }
@@ -175,6 +184,32 @@ struct RetractedPayload {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
+struct ArchivedPayload {
+    notification_id: Uuid,
+    archived_at: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SnoozedPayload {
+    notification_id: Uuid,
+    until: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UnsnoozedPayload {
+    /// Null when there is nothing to show again (read, archived, gone).
+    notification: Option<wire::Notification>,
+}
+
+#[derive(Deserialize)]
+struct PreferencesPayload {
+    preferences: Vec<Preference>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct UserPayload {
     user_id: Uuid,
     is_active: bool,
@@ -200,20 +235,12 @@ pub fn route(event: &Event, event_id: &str, now: OffsetDateTime) -> Route {
             if is_expired(&notification, now) {
                 return Route::Skip(Skip::Expired);
             }
-            let payload = wire::NewNotification {
-                notification: &notification,
-                event_id: Some(event_id),
-            };
-            Route::Emit(Emission {
+            Route::Emit(shows(
                 audience,
-                event: emit::NOTIFICATION_NEW,
-                payload: json(&payload),
-                delivers: Some(notification.id),
-                unread: Effect::Adds {
-                    id: notification.id,
-                    expires_at: expiry(&notification),
-                },
-            })
+                &notification,
+                event_id,
+                Some(notification.id),
+            ))
         }
         Kind::NotificationRead => {
             let Some(reader) = event.user_id else {
@@ -266,12 +293,142 @@ pub fn route(event: &Event, event_id: &str, now: OffsetDateTime) -> Route {
             }),
             Err(error) => Route::Skip(Skip::malformed("user payload", error)),
         },
-        Kind::NotificationArchived
-        | Kind::NotificationUnarchived
-        | Kind::NotificationSnoozed
-        | Kind::NotificationUnsnoozed
-        | Kind::PreferencesUpdated => Route::Skip(Skip::NotPushed),
+        Kind::NotificationArchived => {
+            let (user, archived) = match personal::<ArchivedPayload>(event, "archive payload") {
+                Ok(parsed) => parsed,
+                Err(skip) => return Route::Skip(skip),
+            };
+            let payload = wire::NotificationArchived {
+                notification_id: archived.notification_id,
+                archived_at: &archived.archived_at,
+                event_id,
+            };
+            // Its read comes before it in the log and moves the count.
+            Route::Emit(to_user(
+                user,
+                emit::NOTIFICATION_ARCHIVED,
+                json(&payload),
+                Effect::None,
+            ))
+        }
+        Kind::NotificationUnarchived => {
+            let (user, unarchived) = match personal::<RetractedPayload>(event, "unarchive payload")
+            {
+                Ok(parsed) => parsed,
+                Err(skip) => return Route::Skip(skip),
+            };
+            let payload = wire::NotificationRetracted {
+                notification_id: unarchived.notification_id,
+                event_id,
+            };
+            Route::Emit(to_user(
+                user,
+                emit::NOTIFICATION_UNARCHIVED,
+                json(&payload),
+                Effect::None,
+            ))
+        }
+        Kind::NotificationSnoozed => {
+            let (user, snoozed) = match personal::<SnoozedPayload>(event, "snooze payload") {
+                Ok(parsed) => parsed,
+                Err(skip) => return Route::Skip(skip),
+            };
+            let payload = wire::NotificationSnoozed {
+                notification_id: snoozed.notification_id,
+                until: &snoozed.until,
+                event_id,
+            };
+            Route::Emit(to_user(
+                user,
+                emit::NOTIFICATION_SNOOZED,
+                json(&payload),
+                Effect::Reload,
+            ))
+        }
+        Kind::NotificationUnsnoozed => {
+            let (user, unsnoozed) = match personal::<UnsnoozedPayload>(event, "unsnooze payload") {
+                Ok(parsed) => parsed,
+                Err(skip) => return Route::Skip(skip),
+            };
+            match unsnoozed.notification {
+                Some(notification) if !is_expired(&notification, now) => {
+                    Route::Emit(shows(Audience::User(user), &notification, event_id, None))
+                }
+                // Read, archived, retracted or expired meanwhile: the
+                // events that did it told every device already.
+                Some(_) | None => Route::Skip(Skip::NothingToShow),
+            }
+        }
+        Kind::PreferencesUpdated => {
+            let (user, updated) = match personal::<PreferencesPayload>(event, "preferences payload")
+            {
+                Ok(parsed) => parsed,
+                Err(skip) => return Route::Skip(skip),
+            };
+            let payload = wire::PreferencesUpdated {
+                preferences: &updated.preferences,
+                event_id,
+            };
+            let rules = Rules::of(&updated.preferences, Channel::InApp);
+            Route::Emit(to_user(
+                user,
+                emit::PREFERENCES_UPDATED,
+                json(&payload),
+                Effect::Rules(rules),
+            ))
+        }
     }
+}
+
+/// `notification:new` for a notification to show: at its creation, or
+/// again when a snooze of it ends. `delivers` is the id whose pushes are
+/// recorded as deliveries (the creation's, not the snooze's end).
+fn shows(
+    audience: Audience,
+    notification: &wire::Notification,
+    event_id: &str,
+    delivers: Option<Uuid>,
+) -> Emission {
+    let payload = wire::NewNotification {
+        notification,
+        event_id: Some(event_id),
+    };
+    Emission {
+        audience,
+        event: emit::NOTIFICATION_NEW,
+        payload: json(&payload),
+        delivers,
+        unread: Effect::Adds {
+            id: notification.id,
+            expires_at: expiry(notification),
+            subject: Subject::new(&notification.kind, &notification.importance),
+        },
+    }
+}
+
+fn to_user(
+    user: Uuid,
+    event: &'static str,
+    payload: serde_json::Value,
+    unread: Effect,
+) -> Emission {
+    Emission {
+        audience: Audience::User(user),
+        event,
+        payload,
+        delivers: None,
+        unread,
+    }
+}
+
+/// The user an inbox-state event is about (its `user_id`), and its payload.
+fn personal<T: serde::de::DeserializeOwned>(event: &Event, what: &str) -> Result<(Uuid, T), Skip> {
+    let user = event
+        .user_id
+        .ok_or_else(|| Skip::Malformed("no user_id (whose inbox)".into()))?;
+    let payload =
+        serde_json::from_value(event.payload.clone()).map_err(|e| Skip::malformed(what, e))?;
+    Ok((user, payload))
 }
 
 fn is_expired(notification: &wire::Notification, now: OffsetDateTime) -> bool {
@@ -383,7 +540,8 @@ mod tests {
             emission.unread,
             Effect::Adds {
                 id: Uuid::nil(),
-                expires_at: None
+                expires_at: None,
+                subject: Subject::new("order.shipped", "high"),
             }
         );
     }
@@ -455,7 +613,8 @@ mod tests {
             emission.unread,
             Effect::Adds {
                 id: Uuid::nil(),
-                expires_at: Some(time::macros::datetime!(2026-11-27 10:00 UTC))
+                expires_at: Some(time::macros::datetime!(2026-11-27 10:00 UTC)),
+                subject: Subject::new("order.shipped", "high"),
             },
             "its expiry goes with it, so the count falls when it passes"
         );

@@ -111,6 +111,11 @@ pub struct Preference {
 pub struct Rules(Vec<(Pattern, bool)>);
 
 impl Rules {
+    /// No rules: everything enabled.
+    pub const fn none() -> Self {
+        Self(Vec::new())
+    }
+
     /// The rules of `channel` among `preferences` (patterns that do not
     /// parse, which the table's constraint rules out, are left out).
     pub fn of(preferences: &[Preference], channel: Channel) -> Self {

@@ -116,6 +116,11 @@ impl Server {
             deliveries: delivery_queue.clone(),
         });
         let (socket_layer, io) = gateway::layer(gateway.clone());
+        let snoozed = Arc::new(tokio::sync::Notify::new());
+        supervisor.spawn(
+            "snooze-wake",
+            gateway::snoozes::run(pool.clone(), snoozed.clone(), stop.clone()),
+        );
 
         let dispatcher = Arc::new(Dispatcher {
             io: io.clone(),
@@ -124,6 +129,7 @@ impl Server {
             counts: counts.clone(),
             admin_roles: config.admin_roles.clone(),
             unread_tracked: config.unread_tracked,
+            snoozed,
         });
         supervisor.spawn("tail", tail.run(dispatcher, stop.clone().cancelled_owned()));
         let keeper = Arc::new(Keeper {

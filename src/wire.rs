@@ -60,6 +60,38 @@ pub struct NotificationRetracted<'a> {
     pub event_id: &'a str,
 }
 
+/// `notification:archived`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationArchived<'a> {
+    pub notification_id: Uuid,
+    pub archived_at: &'a str,
+    pub event_id: &'a str,
+}
+
+/// `notification:snoozed`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationSnoozed<'a> {
+    pub notification_id: Uuid,
+    pub until: &'a str,
+    pub event_id: &'a str,
+}
+
+/// `preferences:updated`: the user's whole list.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PreferencesUpdated<'a> {
+    pub preferences: &'a [crate::preferences::Preference],
+    pub event_id: &'a str,
+}
+
+/// `notification:counts`: every view the socket watches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub counts: std::collections::BTreeMap<String, i64>,
+}
+
 #[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
 pub struct Count {
     pub count: i64,
@@ -97,6 +129,56 @@ pub struct ReadAck {
     pub notification_id: Uuid,
     /// When the caller (first) read it, RFC 3339.
     pub read_at: String,
+}
+
+// `mark.archived`, and `POST /api/notifications/{id}/archive`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchiveAck {
+    pub success: bool,
+    pub notification_id: Uuid,
+    /// When the caller (first) archived it, RFC 3339.
+    pub archived_at: String,
+}
+
+// `mark.unarchived` and `mark.unsnoozed`, and
+// `POST /api/notifications/{id}/unarchive`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UnarchiveAck {
+    pub success: bool,
+    pub notification_id: Uuid,
+}
+
+// `archive.all_read`, and `POST /api/notifications/archive-read`.
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+pub struct ArchiveReadAck {
+    pub success: bool,
+    /// How many read notifications it archived.
+    pub count: u64,
+}
+
+// `mark.snoozed`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnoozeAck {
+    pub success: bool,
+    pub notification_id: Uuid,
+    pub until: String,
+}
+
+// `preferences.get` and `preferences.set`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PreferencesAck {
+    pub success: bool,
+    pub preferences: Vec<crate::preferences::Preference>,
+}
+
+// `counts.watch`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CountsAck {
+    pub success: bool,
+    pub counts: std::collections::BTreeMap<String, i64>,
 }
 
 // `mark.all_read`, and `POST /api/notifications/read-all`.

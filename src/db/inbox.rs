@@ -5,6 +5,7 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use crate::unread::{Subject, View};
 use crate::wire::{ListedNotification, Notification};
 
 /// Whose inbox: the user and the rooms their notifications come through;
@@ -74,14 +75,14 @@ impl Inbox {
             .collect()
     }
 
-    /// The ids of what they have unread and when each expires, at most
-    /// `limit` (sql/inbox_unread_ids.sql).
+    /// The ids of what they have unread and shows, when each expires and
+    /// its kind and importance, at most `limit` (sql/inbox_unread_ids.sql).
     #[tracing::instrument(skip_all, fields(user.id = %self.user_id))]
     pub async fn unread_ids(
         &self,
         client: &impl GenericClient,
         limit: usize,
-    ) -> Result<Vec<(Uuid, Option<time::OffsetDateTime>)>, tokio_postgres::Error> {
+    ) -> Result<Vec<(Uuid, Option<time::OffsetDateTime>, Subject)>, tokio_postgres::Error> {
         let statement = client
             .prepare_cached(include_str!("../../sql/inbox_unread_ids.sql"))
             .await?;
@@ -93,7 +94,10 @@ impl Inbox {
             )
             .await?;
         rows.iter()
-            .map(|row| Ok((row.try_get("id")?, row.try_get("expires_at")?)))
+            .map(|row| {
+                let subject = Subject::new(row.try_get("kind")?, row.try_get("importance")?);
+                Ok((row.try_get("id")?, row.try_get("expires_at")?, subject))
+            })
             .collect()
     }
 
@@ -334,6 +338,35 @@ impl Inbox {
     ) -> Result<bool, tokio_postgres::Error> {
         let sql = include_str!("../../sql/inbox_unsnooze.sql");
         Ok(self.about(client, sql, id).await?.is_some())
+    }
+
+    /// How many of what shows a view selects (sql/inbox_view_count.sql).
+    #[tracing::instrument(skip_all, fields(user.id = %self.user_id))]
+    pub async fn view_count(
+        &self,
+        client: &impl GenericClient,
+        view: &View,
+    ) -> Result<i64, tokio_postgres::Error> {
+        let statement = client
+            .prepare_cached(include_str!("../../sql/inbox_view_count.sql"))
+            .await?;
+        let kinds: Option<Vec<&str>> = view
+            .kinds
+            .as_ref()
+            .map(|kinds| kinds.iter().map(|k| k.as_str()).collect());
+        client
+            .query_one(
+                &statement,
+                &[
+                    &self.user_id,
+                    &self.sector_id,
+                    &self.is_admin,
+                    &kinds,
+                    &view.importance,
+                ],
+            )
+            .await?
+            .try_get(0)
     }
 
     /// Runs a statement about one notification of this inbox.

@@ -59,12 +59,12 @@ impl From<deadpool_postgres::PoolError> for AckError {
     }
 }
 
-type AckResult = Result<Value, AckError>;
+pub(super) type AckResult = Result<Value, AckError>;
 
 /// A successful ack as the JSON value sent. Going through a `Value` orders
 /// its keys (serde_json's map is sorted), as acks have always been sent;
 /// the REST API sends the same types in field order.
-fn succeeded(answer: impl serde::Serialize) -> AckResult {
+pub(super) fn succeeded(answer: impl serde::Serialize) -> AckResult {
     serde_json::to_value(answer).map_err(|error| AckError::Internal(error.into()))
 }
 
@@ -74,14 +74,18 @@ pub fn register(socket: &SocketRef) {
     socket.on(on::MARK_ALL_READ, mark_all_read);
     socket.on(on::NOTIFICATIONS_LIST, list);
     socket.on(on::AUTH_REFRESH, refresh);
+    super::inbox_state::register(socket);
 }
 
 /// The payload, or `null` when the client sent none.
-fn payload(data: Result<Value, impl std::fmt::Display>) -> Value {
+pub(super) fn payload(data: Result<Value, impl std::fmt::Display>) -> Value {
     data.unwrap_or(Value::Null)
 }
 
-fn parse<T: serde::de::DeserializeOwned>(data: Value, expected: &str) -> Result<T, AckError> {
+pub(super) fn parse<T: serde::de::DeserializeOwned>(
+    data: Value,
+    expected: &str,
+) -> Result<T, AckError> {
     if !data.is_object() {
         return Err(AckError::InvalidPayload(format!(
             "expected an object {expected}"
@@ -91,7 +95,7 @@ fn parse<T: serde::de::DeserializeOwned>(data: Value, expected: &str) -> Result<
         .map_err(|e| AckError::InvalidPayload(format!("{e}; expected {expected}")))
 }
 
-fn answer(socket: &SocketRef, ack: AckSender, event: &'static str, result: AckResult) {
+pub(super) fn answer(socket: &SocketRef, ack: AckSender, event: &'static str, result: AckResult) {
     let sent = match result {
         Ok(value) => {
             metrics::client_event(event, "ok");
@@ -115,13 +119,13 @@ fn answer(socket: &SocketRef, ack: AckSender, event: &'static str, result: AckRe
 }
 
 /// A span for one client event, with the socket's and the user's ids.
-fn span(socket: &SocketRef, event: &'static str) -> tracing::Span {
+pub(super) fn span(socket: &SocketRef, event: &'static str) -> tracing::Span {
     let user = socket.extensions.get::<Session>().map(|s| s.user_id);
     tracing::info_span!("client_event", socket.id = %socket.id, user.id = ?user, event)
 }
 
 /// The socket's session, if it may send another event now.
-fn admit(socket: &SocketRef) -> Result<Session, AckError> {
+pub(super) fn admit(socket: &SocketRef) -> Result<Session, AckError> {
     let session = socket
         .extensions
         .get::<Session>()
@@ -133,7 +137,7 @@ fn admit(socket: &SocketRef) -> Result<Session, AckError> {
 }
 
 /// The user's current rooms: the live ones once the socket has joined.
-fn inbox(gateway: &Gateway, session: &Session) -> Inbox {
+pub(super) fn inbox(gateway: &Gateway, session: &Session) -> Inbox {
     gateway
         .presence
         .inbox(session.user_id)
@@ -142,8 +146,8 @@ fn inbox(gateway: &Gateway, session: &Session) -> Inbox {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ByNotification {
-    notification_id: Uuid,
+pub(super) struct ByNotification {
+    pub(super) notification_id: Uuid,
 }
 
 async fn mark_read(

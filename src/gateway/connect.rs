@@ -26,8 +26,9 @@ use crate::db;
 use crate::eventlog::{Event, Position, Snapshot};
 use crate::fanout::{self, Decision};
 use crate::names::emit;
+use crate::preferences::{Channel, Rules};
 use crate::telemetry::metrics;
-use crate::unread::{Change, Unread};
+use crate::unread::{Change, Effect, Unread};
 use crate::wire;
 
 /// How long a connecting socket waits for the tail to reach its snapshot.
@@ -50,6 +51,9 @@ pub async fn on_connect(socket: SocketRef, State(gateway): State<Gateway>) {
                reason: socketioxide::socket::DisconnectReason,
                State(gateway): State<Gateway>| {
             tracing::debug!(socket.id = %socket.id, ?reason, "socket disconnected");
+            if let Some(session) = socket.extensions.get::<Session>() {
+                gateway.presence.unwatch(session.user_id, socket.id);
+            }
             let (users, sockets) = gateway.presence.totals();
             // This socket's slot is released when the socket is dropped, just after.
             metrics::online(users, sockets.saturating_sub(1));
@@ -79,6 +83,9 @@ struct Initial {
     count: i64,
     /// What they have unread, kept if no other socket of theirs is joined.
     unread: Unread,
+    /// Their `IN_APP` rules: a replayed notification of a kind they mute
+    /// now is not sent, as the pending push leaves it out.
+    in_app: Rules,
 }
 
 async fn sync(socket: &SocketRef, gateway: &Gateway, session: &Session) -> anyhow::Result<()> {
@@ -100,6 +107,7 @@ async fn sync(socket: &SocketRef, gateway: &Gateway, session: &Session) -> anyho
                 // resume position is connection:success's lastEventId.
                 let id = || event.id.to_string();
                 match fanout::decide(event, &initial.inbox, now, &gateway.admin_roles, id) {
+                    Decision::Emit(emission) if emission.muted_by(&initial.in_app) => {}
                     Decision::Emit(emission) => {
                         send_waiting(socket, emission.event, &emission.payload).await?;
                         if let Some(id) = emission.delivers {
@@ -152,6 +160,7 @@ async fn sync(socket: &SocketRef, gateway: &Gateway, session: &Session) -> anyho
         inbox: initial.inbox,
         count: initial.count,
         unread: initial.unread,
+        in_app: initial.in_app,
     };
     join_live(socket, gateway, session, synced).await
 }
@@ -195,6 +204,7 @@ async fn read_initial(gateway: &Gateway, session: &Session) -> anyhow::Result<Op
             inbox.unread_count(&tx).await?
         }
     };
+    let preferences = db::preferences::list(&tx, session.user_id).await?;
     tx.commit().await?;
     Ok(Some(Initial {
         snapshot,
@@ -204,6 +214,7 @@ async fn read_initial(gateway: &Gateway, session: &Session) -> anyhow::Result<Op
         pending,
         count,
         unread,
+        in_app: Rules::of(&preferences, Channel::InApp),
     }))
 }
 
@@ -214,6 +225,7 @@ struct Synced {
     inbox: Inbox,
     count: i64,
     unread: Unread,
+    in_app: Rules,
 }
 
 /// Sends what was dispatched between the socket's snapshot and the tail's
@@ -230,6 +242,7 @@ async fn join_live(
         mut inbox,
         count,
         mut unread,
+        mut in_app,
     } = synced;
     let mut moved = false;
     let deadline = tokio::time::Instant::now() + TAIL_WAIT;
@@ -243,23 +256,23 @@ async fn join_live(
                 let client = gateway.pool.get().await?;
                 db::events::catch_up(&client, &inbox, &Position::at(from.clone()), &end).await?
             };
-            let Some(plan) =
-                send_catch_up(socket, gateway, &from, &end, events.iter().collect(), inbox)?
+            let events = events.iter().collect();
+            let Some(plan) = send_catch_up(socket, gateway, &from, &end, events, inbox, in_app)?
             else {
                 return Ok(());
             };
-            (inbox, moved) = (plan.inbox, moved | plan.moved);
             plan.apply(&mut unread, gateway.unread_tracked);
+            (inbox, in_app, moved) = (plan.inbox, plan.in_app, moved | plan.moved);
             from = end;
             continue;
         };
-        let Some(plan) = send_catch_up(socket, gateway, &from, &end, missed, inbox)? else {
+        let Some(plan) = send_catch_up(socket, gateway, &from, &end, missed, inbox, in_app)? else {
             return Ok(());
         };
-        (inbox, moved) = (plan.inbox, moved | plan.moved);
         plan.apply(&mut unread, gateway.unread_tracked);
+        (inbox, in_app, moved) = (plan.inbox, plan.in_app, moved | plan.moved);
         socket.join(rooms(&inbox));
-        let kept = session.slot.join(inbox, || unread);
+        let kept = session.slot.join(inbox, in_app, || unread);
         if moved {
             // The set was read for the rooms they had at connect.
             if gateway.presence.rooms_changed(inbox).is_some() {
@@ -275,6 +288,7 @@ async fn join_live(
                     );
                 }
                 Change::Query => gateway.counts.query([inbox.user_id]),
+                Change::Reload => gateway.counts.reload(inbox.user_id),
                 Change::Count(_) | Change::Unchanged => {}
             }
         }
@@ -295,9 +309,17 @@ fn send_catch_up(
     end: &Snapshot,
     events: Vec<&Event>,
     inbox: Inbox,
+    in_app: Rules,
 ) -> anyhow::Result<Option<CatchUp>> {
     let now = OffsetDateTime::now_utc();
-    let plan = catch_up(events, from, end, inbox, now, &gateway.admin_roles);
+    let plan = catch_up(
+        events,
+        from,
+        end,
+        (inbox, in_app),
+        now,
+        &gateway.admin_roles,
+    );
     for emission in &plan.emissions {
         // Under the progress lock nothing may wait: a socket that cannot
         // take its catch-up is evicted and resumes when it reconnects.
@@ -328,10 +350,13 @@ struct CatchUp {
     emissions: Vec<fanout::Emission>,
     /// Their inbox after the changes to them among the events.
     inbox: Inbox,
+    /// Their `IN_APP` rules after the events.
+    in_app: Rules,
     /// They were deactivated: what came before is sent, then the socket
     /// is closed, and nothing after it is planned.
     disconnect: bool,
-    /// Whether their rooms changed among the events.
+    /// Whether their rooms, or what shows them, changed among the events:
+    /// the set read at `from` is read again.
     moved: bool,
 }
 
@@ -339,7 +364,7 @@ impl CatchUp {
     /// Moves an unread set read at `from` to `end`.
     fn apply(&self, unread: &mut Unread, limit: usize) {
         for emission in &self.emissions {
-            unread.apply(emission.unread, limit);
+            unread.apply(&emission.unread, &self.in_app, limit);
         }
     }
 }
@@ -350,7 +375,7 @@ fn catch_up(
     mut events: Vec<&Event>,
     from: &Snapshot,
     end: &Snapshot,
-    mut inbox: Inbox,
+    (mut inbox, mut in_app): (Inbox, Rules),
     now: OffsetDateTime,
     admins: &AdminRoles,
 ) -> CatchUp {
@@ -366,6 +391,7 @@ fn catch_up(
                 return CatchUp {
                     emissions,
                     inbox,
+                    in_app,
                     disconnect: true,
                     moved,
                 };
@@ -374,12 +400,20 @@ fn catch_up(
                 inbox = new;
                 moved = true;
             }
-            Decision::Emit(emission) => emissions.push(emission),
+            Decision::Emit(emission) if emission.muted_by(&in_app) => {}
+            Decision::Emit(emission) => {
+                if let Effect::Rules(rules) = &emission.unread {
+                    in_app = rules.clone();
+                }
+                moved |= emission.unread.reloads();
+                emissions.push(emission);
+            }
         }
     }
     CatchUp {
         emissions,
         inbox,
+        in_app,
         disconnect: false,
         moved,
     }
@@ -464,7 +498,14 @@ mod tests {
             created(1, 101, "user", Some(m.user_id), None),
             created(2, 101, "all", None, None),
         ];
-        let plan = catch_up(events.iter().collect(), &from, &end, m, NOW, &admins());
+        let plan = catch_up(
+            events.iter().collect(),
+            &from,
+            &end,
+            (m, Rules::none()),
+            NOW,
+            &admins(),
+        );
         assert_eq!(
             ids(&plan),
             vec![
@@ -494,7 +535,14 @@ mod tests {
             created(5, 105, "admin", None, None),
             created(6, 106, "sector", None, Some(b)),
         ];
-        let plan = catch_up(events.iter().collect(), &from, &end, m, NOW, &admins());
+        let plan = catch_up(
+            events.iter().collect(),
+            &from,
+            &end,
+            (m, Rules::none()),
+            NOW,
+            &admins(),
+        );
         assert_eq!(
             ids(&plan),
             vec![json!(Uuid::from_u128(4)), json!(Uuid::from_u128(5))]
@@ -519,7 +567,14 @@ mod tests {
             updated(2, 102, m.user_id, false, "USER", None),
             created(3, 103, "all", None, None),
         ];
-        let plan = catch_up(events.iter().collect(), &from, &end, m, NOW, &admins());
+        let plan = catch_up(
+            events.iter().collect(),
+            &from,
+            &end,
+            (m, Rules::none()),
+            NOW,
+            &admins(),
+        );
         assert_eq!(ids(&plan), vec![json!(Uuid::from_u128(1))]);
         assert!(plan.disconnect);
     }
@@ -534,12 +589,20 @@ mod tests {
             created(3, 103, "admin", None, None),
             updated(4, 104, Uuid::new_v4(), false, "USER", None),
         ];
-        let plan = catch_up(events.iter().collect(), &from, &end, m, NOW, &admins());
+        let plan = catch_up(
+            events.iter().collect(),
+            &from,
+            &end,
+            (m, Rules::none()),
+            NOW,
+            &admins(),
+        );
         assert_eq!(
             plan,
             CatchUp {
                 emissions: vec![],
                 inbox: m,
+                in_app: Rules::none(),
                 disconnect: false,
                 moved: false
             }

@@ -19,11 +19,12 @@
 //! `herald_count_queries_total` counts every statement that reads an
 //! unread count or set, by why it ran.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use socketioxide::SocketIo;
+use socketioxide::socket::Sid;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -37,7 +38,7 @@ use crate::eventlog::tail::TailHandle;
 use crate::fanout::{self, Decision};
 use crate::names::{NAMESPACE, emit};
 use crate::telemetry::metrics;
-use crate::unread::{Change, Unread};
+use crate::unread::{Change, Unread, View};
 use crate::wire;
 
 /// Users per count query.
@@ -194,18 +195,25 @@ impl Counts {
         let now = OffsetDateTime::now_utc();
         for (inbox, reload, ids) in sets {
             let mut unread = Unread::load(ids, keeper.limit);
+            let mut rules = keeper.presence.in_app(inbox.user_id).unwrap_or_default();
             for event in &missed {
-                // Another change of rooms among them starts another
-                // reload, which makes this one's result outdated.
+                // Another change of rooms or of what shows among them
+                // starts another reload, which makes this one's result
+                // outdated.
                 let decision = fanout::decide(event, &inbox, now, &keeper.admin_roles, String::new);
                 if let Decision::Emit(emission) = decision {
-                    unread.apply(emission.unread, keeper.limit);
+                    if let crate::unread::Effect::Rules(new) = &emission.unread {
+                        rules = new.clone();
+                    }
+                    unread.apply(&emission.unread, &rules, keeper.limit);
                 }
             }
             match keeper.presence.reloaded(reload, inbox, unread) {
-                Some(Change::Count(count)) => push(&keeper.io, inbox.user_id, count),
+                Some(Change::Count(count)) => {
+                    push(&keeper.io, &keeper.presence, inbox.user_id, count)
+                }
                 Some(Change::Query) => self.query([inbox.user_id]),
-                Some(Change::Unchanged) | None => {}
+                Some(Change::Unchanged | Change::Reload) | None => {}
             }
         }
         Ok(())
@@ -227,7 +235,7 @@ impl Counts {
                 // count and theirs go out in the order they were taken.
                 let _dispatching = keeper.tail.progress.lock().await;
                 for (user, count) in keeper.presence.expire(now) {
-                    push(&keeper.io, user, count);
+                    push(&keeper.io, &keeper.presence, user, count);
                 }
             }
             if !keeper.presence.has_untracked() {
@@ -263,17 +271,39 @@ async fn query_counts(keeper: &Keeper, inboxes: &[db::inbox::Inbox]) -> anyhow::
     metrics::count_query("untracked");
     let counts = db::inbox::unread_counts(&client, inboxes).await?;
     for (user_id, count) in counts {
-        push(&keeper.io, user_id, count);
+        push(&keeper.io, &keeper.presence, user_id, count);
+    }
+    // Their watched views too, one statement per socket that watches.
+    for inbox in inboxes {
+        for (sid, views) in keeper.presence.watches(inbox.user_id) {
+            metrics::count_query("views");
+            let counts = view_counts(&client, inbox, &views).await?;
+            push_views(&keeper.io, &keeper.presence, inbox.user_id, [(sid, counts)]);
+        }
     }
     Ok(())
 }
 
-/// Queues `notification:count` for every socket of `user` on this instance.
+/// A socket's watched views, counted by the database.
+pub async fn view_counts(
+    client: &impl deadpool_postgres::GenericClient,
+    inbox: &db::inbox::Inbox,
+    views: &[(String, View)],
+) -> Result<BTreeMap<String, i64>, tokio_postgres::Error> {
+    let mut counts = BTreeMap::new();
+    for (name, view) in views {
+        counts.insert(name.clone(), inbox.view_count(client, view).await?);
+    }
+    Ok(counts)
+}
+
+/// Queues `notification:count` for every socket of `user` on this instance,
+/// and `notification:counts` for those whose watched views moved with it.
 ///
 /// Never waits: it runs in dispatch, under the tail's progress lock. A
 /// socket whose queue is full is evicted, as dispatch does, so it resumes
 /// with a fresh count rather than keep a stale one.
-pub fn push(io: &SocketIo, user: Uuid, count: i64) {
+pub fn push(io: &SocketIo, presence: &Presence, user: Uuid, count: i64) {
     let Some(ns) = io.of(NAMESPACE) else {
         return;
     };
@@ -285,6 +315,31 @@ pub fn push(io: &SocketIo, user: Uuid, count: i64) {
         }
     }
     metrics::pushed(emit::NOTIFICATION_COUNT);
+    push_views(io, presence, user, presence.moved_views(user));
+}
+
+/// Queues `notification:counts` for each socket with the counts of its
+/// views; a socket that left has its watch forgotten.
+pub fn push_views(
+    io: &SocketIo,
+    presence: &Presence,
+    user: Uuid,
+    views: impl IntoIterator<Item = (Sid, BTreeMap<String, i64>)>,
+) {
+    let Some(ns) = io.of(NAMESPACE) else {
+        return;
+    };
+    for (sid, counts) in views {
+        let Some(socket) = ns.get_socket(sid) else {
+            presence.unwatch(user, sid);
+            continue;
+        };
+        match outbox::send(&socket, emit::NOTIFICATION_COUNTS, &wire::Counts { counts }) {
+            Sent::Queued | Sent::Closed => {}
+            Sent::Full => outbox::evict(socket),
+        }
+        metrics::pushed(emit::NOTIFICATION_COUNTS);
+    }
 }
 
 #[cfg(test)]

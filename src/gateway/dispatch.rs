@@ -6,18 +6,21 @@
 //! unread counts move in memory (crate::unread) and go out with the events
 //! that moved them, and delivery records are handed to their writer.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use socketioxide::SocketIo;
 use time::OffsetDateTime;
+use tokio::sync::Notify;
 
 use super::counts::{self, Counts};
 use super::outbox::{self, Pacer, Sent};
 use super::presence::Presence;
+use super::session::Session;
 use crate::audience::{self, AdminRoles, Audience, room};
 use crate::deliveries::DeliveryQueue;
 use crate::eventlog::tail::{Dispatch, Step};
-use crate::eventlog::{Event, Position};
+use crate::eventlog::{Event, Kind, Position};
 use crate::fanout::{self, Decision, Emission, Route, Skip, UserChange};
 use crate::names::NAMESPACE;
 use crate::telemetry::metrics;
@@ -31,6 +34,9 @@ pub struct Dispatcher {
     pub admin_roles: AdminRoles,
     /// `HERALD_UNREAD_TRACKED`.
     pub unread_tracked: usize,
+    /// Wakes the wake-up task (gateway::snoozes) when a snooze is logged:
+    /// it may end before the one it waits for.
+    pub snoozed: Arc<Notify>,
 }
 
 impl Dispatch for Dispatcher {
@@ -45,6 +51,9 @@ impl Dispatch for Dispatcher {
                 event.kind.as_str(),
                 (now - event.created_at).try_into().unwrap_or_default(),
             );
+            if event.kind == Kind::NotificationSnoozed {
+                self.snoozed.notify_one();
+            }
             match fanout::route(event, &event_id, now) {
                 Route::Emit(emission) => {
                     if !run.takes(&emission) {
@@ -79,8 +88,13 @@ struct Run {
 
 impl Run {
     /// Whether `emission` joins this run rather than starting the next.
+    /// New preferences end a run: what follows them is sent by them.
     fn takes(&self, emission: &Emission) -> bool {
-        self.audience.is_none_or(|a| a == emission.audience)
+        let rules_changed = self
+            .emissions
+            .last()
+            .is_some_and(|(e, _)| matches!(e.unread, Effect::Rules(_)));
+        !rules_changed && self.audience.is_none_or(|a| a == emission.audience)
     }
 
     fn push(&mut self, emission: Emission, created_at: OffsetDateTime) {
@@ -110,7 +124,7 @@ impl Dispatcher {
             .iter()
             .filter_map(
                 |(emission, _)| match serde_json::value::to_raw_value(&emission.payload) {
-                    Ok(payload) => Some((emission.event, payload)),
+                    Ok(payload) => Some((emission.event, payload, emission.unread.shows())),
                     Err(error) => {
                         tracing::error!(error = %error, "payload did not serialize");
                         None
@@ -118,8 +132,21 @@ impl Dispatcher {
                 },
             )
             .collect();
+        // Those who mute a kind a notification here is of, when any does.
+        let muting = if emissions.iter().any(|(e, _)| e.unread.shows().is_some()) {
+            self.presence.muting(audience)
+        } else {
+            HashMap::new()
+        };
         for socket in ns.to(audience.room()).local().sockets() {
-            for (event, payload) in &packets {
+            let rules = (!muting.is_empty())
+                .then(|| socket.extensions.get::<Session>())
+                .flatten()
+                .and_then(|session| muting.get(&session.user_id));
+            for (event, payload, shows) in &packets {
+                if rules.zip(*shows).is_some_and(|(rules, s)| !s.shown(rules)) {
+                    continue;
+                }
                 match outbox::send(&socket, event, payload) {
                     Sent::Queued => pacer.sent().await,
                     // Evicted: nothing after a gap may reach it.
@@ -133,7 +160,7 @@ impl Dispatcher {
             pacer.served().await;
         }
         let sent_at = OffsetDateTime::now_utc();
-        let effects: Vec<Effect> = emissions.iter().map(|(e, _)| e.unread).collect();
+        let effects: Vec<Effect> = emissions.iter().map(|(e, _)| e.unread.clone()).collect();
         let reached = self.presence.reach(audience, &effects, self.unread_tracked);
         for (emission, created_at) in &emissions {
             metrics::pushed(emission.event);
@@ -147,10 +174,11 @@ impl Dispatcher {
         for (user_id, change) in reached.counts {
             match change {
                 Change::Count(count) => {
-                    counts::push(&self.io, user_id, count);
+                    counts::push(&self.io, &self.presence, user_id, count);
                     pacer.served().await;
                 }
                 Change::Query => self.counts.query([user_id]),
+                Change::Reload => self.counts.reload(user_id),
                 Change::Unchanged => {}
             }
         }
@@ -205,10 +233,10 @@ pub fn skipped(event: &Event, skip: &Skip) {
             event.kind = event.kind.as_str(),
             "event not pushed: its notification expired before it was read"
         ),
-        Skip::NotPushed => tracing::debug!(
+        Skip::NothingToShow => tracing::debug!(
             event.id = event.id,
             event.kind = event.kind.as_str(),
-            "event not pushed: an inbox-state change this version only records"
+            "event not pushed: the snooze ended for a notification that no longer shows"
         ),
         Skip::Malformed(reason) => tracing::error!(
             event.id = event.id,

@@ -13,6 +13,7 @@
 //! - [`presence`] knows who is online here and what they have unread
 //!   (crate::unread); [`counts`] pushes their counts and does the database's
 //!   part: reloads, expiries, and the users it counts itself.
+//! - [`snoozes`] ends snoozes when they are due, once across instances.
 
 pub mod admission;
 pub mod client_events;
@@ -20,12 +21,14 @@ pub mod connect;
 pub mod counts;
 pub mod dispatch;
 pub mod handshake;
+pub mod inbox_state;
 pub mod limits;
 pub mod outbox;
 pub mod presence;
 pub mod replay;
 pub mod session;
 pub mod session_expiry;
+pub mod snoozes;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -8,16 +8,19 @@
 //! count cannot leak. It never holds `SocketRef`s: sockets live in
 //! socketioxide's rooms.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use uuid::Uuid;
 
+use socketioxide::socket::Sid;
+
 use crate::audience::Audience;
 use crate::db::inbox::Inbox;
-use crate::unread::{Change, Effect, Unread};
+use crate::preferences::Rules;
+use crate::unread::{Change, Effect, Unread, View};
 
 #[derive(Debug, Default)]
 struct Member {
@@ -28,13 +31,39 @@ struct Member {
     /// Set when the first socket joins, kept at the dispatched position
     /// while one is joined, dropped when the last leaves.
     live: Option<Live>,
+    /// The views their sockets watch (`counts.watch`), by socket; a
+    /// socket's goes when it leaves, all go with the last.
+    watches: HashMap<Sid, Watch>,
 }
 
-/// A joined user's rooms and unread notifications.
+/// A joined user's rooms, unread notifications and `IN_APP` rules.
 #[derive(Debug)]
 struct Live {
     inbox: Inbox,
     unread: Unread,
+    in_app: Rules,
+}
+
+/// One socket's watched views (`counts.watch`) and the counts it was last
+/// sent.
+#[derive(Debug, Clone)]
+pub struct Watch {
+    pub views: Vec<(String, View)>,
+    last: Option<BTreeMap<String, i64>>,
+}
+
+impl Watch {
+    pub fn new(views: Vec<(String, View)>) -> Self {
+        Self { views, last: None }
+    }
+
+    /// The counts as `unread` gives them, when it knows them.
+    fn counts(&self, unread: &Unread) -> Option<BTreeMap<String, i64>> {
+        self.views
+            .iter()
+            .map(|(name, view)| Some((name.clone(), unread.count_of(view)?)))
+            .collect()
+    }
 }
 
 /// What one event did to the users it reached here.
@@ -134,16 +163,26 @@ impl Presence {
     pub fn reach(&self, audience: Audience, effects: &[Effect], limit: usize) -> Reached {
         let mut members = self.members();
         let mut reached = Reached::default();
+        let reloads = &self.reloads;
         let mut visit = |user_id: Uuid, live: &mut Live| {
             reached.users.push(user_id);
             let before = live.unread.count();
-            let mut asked = false;
+            let (mut asked, mut reload) = (false, false);
             for effect in effects {
-                asked |= live.unread.apply(*effect, limit) == Change::Query;
+                if let Effect::Rules(rules) = effect {
+                    live.in_app = rules.clone();
+                }
+                if effect.reloads() {
+                    // What follows is in the reload's snapshot or after it.
+                    live.unread = Unread::Reloading(reloads.fetch_add(1, Ordering::Relaxed));
+                    reload = true;
+                }
+                asked |= live.unread.apply(effect, &live.in_app, limit) == Change::Query;
             }
             // A run that ends where it began (a notification created and
             // read at once) tells nobody anything.
             let change = match live.unread.count() {
+                _ if reload => Change::Reload,
                 _ if asked => Change::Query,
                 Some(count) if Some(count) != before => Change::Count(count),
                 Some(_) | None => Change::Unchanged,
@@ -166,18 +205,101 @@ impl Presence {
         reached
     }
 
-    /// A joined user's rooms changed: records them, and sets their unread
-    /// notifications aside to be read again. The reload's number, when they
-    /// are joined here.
+    /// A joined user's rooms (or what shows them) changed: records them,
+    /// and sets their unread notifications aside to be read again. The
+    /// reload's number, when they are joined here.
     pub fn rooms_changed(&self, inbox: Inbox) -> Option<u64> {
         let mut members = self.members();
         let live = members.get_mut(&inbox.user_id)?.live.as_mut()?;
         let reload = self.reloads.fetch_add(1, Ordering::Relaxed);
-        *live = Live {
-            inbox,
-            unread: Unread::Reloading(reload),
-        };
+        live.inbox = inbox;
+        live.unread = Unread::Reloading(reload);
         Some(reload)
+    }
+
+    /// A joined user's `IN_APP` rules.
+    pub fn in_app(&self, user_id: Uuid) -> Option<Rules> {
+        let members = self.members();
+        Some(members.get(&user_id)?.live.as_ref()?.in_app.clone())
+    }
+
+    /// The rules of the users an audience reaches here who mute something:
+    /// those a notification to it may have to skip.
+    pub fn muting(&self, audience: Audience) -> HashMap<Uuid, Rules> {
+        let members = self.members();
+        let muting = |(user_id, member): (&Uuid, &Member)| {
+            let live = member.live.as_ref()?;
+            (!live.in_app.mutes_nothing() && audience.reaches(&live.inbox))
+                .then(|| (*user_id, live.in_app.clone()))
+        };
+        if let Audience::User(id) = audience {
+            return members
+                .get_key_value(&id)
+                .and_then(muting)
+                .into_iter()
+                .collect();
+        }
+        members.iter().filter_map(muting).collect()
+    }
+
+    /// Sets what a socket of a joined user watches, replacing what it
+    /// watched. The counts, when they are known here (they are then
+    /// recorded as sent); `None`: the caller asks the database.
+    pub fn watch(
+        &self,
+        user_id: Uuid,
+        sid: Sid,
+        mut watch: Watch,
+    ) -> Option<BTreeMap<String, i64>> {
+        let mut members = self.members();
+        let member = members.get_mut(&user_id)?;
+        watch.last = member.live.as_ref().and_then(|l| watch.counts(&l.unread));
+        let counts = watch.last.clone();
+        member.watches.insert(sid, watch);
+        counts
+    }
+
+    /// Forgets a socket's watch (it left).
+    pub fn unwatch(&self, user_id: Uuid, sid: Sid) {
+        if let Some(member) = self.members().get_mut(&user_id) {
+            member.watches.remove(&sid);
+        }
+    }
+
+    /// The watches of a user's sockets whose counts moved since they were
+    /// last sent, with the counts to send (recorded as sent).
+    pub fn moved_views(&self, user_id: Uuid) -> Vec<(Sid, BTreeMap<String, i64>)> {
+        let mut members = self.members();
+        let Some(member) = members.get_mut(&user_id) else {
+            return Vec::new();
+        };
+        let Some(live) = member.live.as_ref() else {
+            return Vec::new();
+        };
+        member
+            .watches
+            .iter_mut()
+            .filter_map(|(sid, watch)| {
+                let counts = watch.counts(&live.unread)?;
+                (watch.last.as_ref() != Some(&counts)).then(|| {
+                    watch.last = Some(counts.clone());
+                    (*sid, counts)
+                })
+            })
+            .collect()
+    }
+
+    /// The watches of a user, for the database to count.
+    pub fn watches(&self, user_id: Uuid) -> Vec<(Sid, Vec<(String, View)>)> {
+        let members = self.members();
+        let Some(member) = members.get(&user_id) else {
+            return Vec::new();
+        };
+        member
+            .watches
+            .iter()
+            .map(|(sid, watch)| (*sid, watch.views.clone()))
+            .collect()
     }
 
     /// Installs a reload's result, when it is still the one awaited for
@@ -255,7 +377,7 @@ impl Slot {
     /// at the dispatched position (the caller holds the tail's progress
     /// lock); `unread` is kept only when no other socket of theirs is joined,
     /// since theirs is already current. Their count as kept.
-    pub fn join(&self, inbox: Inbox, unread: impl FnOnce() -> Unread) -> Change {
+    pub fn join(&self, inbox: Inbox, in_app: Rules, unread: impl FnOnce() -> Unread) -> Change {
         let mut members = self.presence.members();
         let Some(member) = members.get_mut(&self.user_id) else {
             return Change::Unchanged;
@@ -266,6 +388,7 @@ impl Slot {
         let live = member.live.get_or_insert_with(|| Live {
             inbox,
             unread: unread(),
+            in_app,
         });
         live.inbox = inbox;
         live.unread.as_change()
@@ -281,6 +404,7 @@ impl Drop for Slot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::unread::Subject;
 
     fn inbox(user: Uuid, sector: Option<Uuid>, admin: bool) -> Inbox {
         Inbox {
@@ -312,8 +436,8 @@ mod tests {
         let s1 = presence.reserve(u1, 5).unwrap();
         let s2 = presence.reserve(u2, 5).unwrap();
         let _syncing = presence.reserve(u3, 5).unwrap();
-        s1.join(inbox(u1, Some(sector), false), none_unread);
-        s2.join(inbox(u2, None, true), none_unread);
+        s1.join(inbox(u1, Some(sector), false), Rules::none(), none_unread);
+        s2.join(inbox(u2, None, true), Rules::none(), none_unread);
         assert_eq!(
             presence.addressed(Audience::Sector(sector)),
             vec![inbox(u1, Some(sector), false)]
@@ -334,6 +458,7 @@ mod tests {
         Effect::Adds {
             id,
             expires_at: None,
+            subject: Subject::new("order.shipped", "normal"),
         }
     }
 
@@ -344,8 +469,8 @@ mod tests {
         let (u1, u2) = (Uuid::new_v4(), Uuid::new_v4());
         let s1 = presence.reserve(u1, 5).unwrap();
         let s2 = presence.reserve(u2, 5).unwrap();
-        s1.join(inbox(u1, Some(sector), false), none_unread);
-        s2.join(inbox(u2, None, false), none_unread);
+        s1.join(inbox(u1, Some(sector), false), Rules::none(), none_unread);
+        s2.join(inbox(u2, None, false), Rules::none(), none_unread);
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         let reached = presence.reach(Audience::Sector(sector), &[adds(a), adds(b)], 10);
         assert_eq!(reached.users, vec![u1]);
@@ -359,7 +484,7 @@ mod tests {
         let stray = presence.reach(Audience::User(u2), &[Effect::Removes(b)], 10);
         assert_eq!((stray.users, stray.counts), (vec![u2], vec![]));
         // Past the limit, the database counts them.
-        let flood = presence.reach(Audience::All, &[adds(Uuid::new_v4()); 1], 1);
+        let flood = presence.reach(Audience::All, &[adds(Uuid::new_v4())], 1);
         let counts: HashMap<Uuid, Change> = flood.counts.into_iter().collect();
         assert_eq!(
             counts,
@@ -376,13 +501,13 @@ mod tests {
         let first = presence.reserve(user, 5).unwrap();
         let second = presence.reserve(user, 5).unwrap();
         assert_eq!(
-            first.join(inbox(user, None, false), none_unread),
+            first.join(inbox(user, None, false), Rules::none(), none_unread),
             Change::Count(0)
         );
         presence.reach(Audience::User(user), &[adds(Uuid::new_v4())], 10);
         let stale = || panic!("a joined user's set is current; a newer socket's is not read");
         assert_eq!(
-            second.join(inbox(user, None, false), stale),
+            second.join(inbox(user, None, false), Rules::none(), stale),
             Change::Count(1)
         );
         drop(first);
@@ -396,7 +521,7 @@ mod tests {
         let third = presence.reserve(user, 5).unwrap();
         assert!(presence.addressed(Audience::All).is_empty());
         assert_eq!(
-            third.join(inbox(user, None, false), none_unread),
+            third.join(inbox(user, None, false), Rules::none(), none_unread),
             Change::Count(0)
         );
     }
@@ -406,7 +531,7 @@ mod tests {
         let presence = Arc::new(Presence::default());
         let (user, sector) = (Uuid::new_v4(), Uuid::new_v4());
         let slot = presence.reserve(user, 5).unwrap();
-        slot.join(inbox(user, None, false), none_unread);
+        slot.join(inbox(user, None, false), Rules::none(), none_unread);
         let moved = inbox(user, Some(sector), false);
         let first = presence.rooms_changed(moved).unwrap();
         assert_eq!(presence.reloading(user), Some((moved, first)));
@@ -414,7 +539,7 @@ mod tests {
         assert!(quiet.counts.is_empty(), "the reload will include it");
         let again = inbox(user, None, true);
         let second = presence.rooms_changed(again).unwrap();
-        let loaded = || Unread::load([(Uuid::new_v4(), None)], 10);
+        let loaded = || Unread::load([(Uuid::new_v4(), None, Subject::new("k", "low"))], 10);
         assert_eq!(presence.reloaded(first, moved, loaded()), None, "overtaken");
         assert_eq!(
             presence.reloaded(second, moved, loaded()),
@@ -438,12 +563,13 @@ mod tests {
         let (u1, u2) = (Uuid::new_v4(), Uuid::new_v4());
         let s1 = presence.reserve(u1, 5).unwrap();
         let s2 = presence.reserve(u2, 5).unwrap();
-        s1.join(inbox(u1, None, false), none_unread);
-        s2.join(inbox(u2, None, false), none_unread);
+        s1.join(inbox(u1, None, false), Rules::none(), none_unread);
+        s2.join(inbox(u2, None, false), Rules::none(), none_unread);
         let now = time::OffsetDateTime::now_utc();
         let brief = Effect::Adds {
             id: Uuid::new_v4(),
             expires_at: Some(now),
+            subject: Subject::new("order.shipped", "normal"),
         };
         presence.reach(Audience::User(u1), &[brief, adds(Uuid::new_v4())], 10);
         presence.reach(Audience::User(u2), &[adds(Uuid::new_v4())], 10);

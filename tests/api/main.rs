@@ -13,6 +13,7 @@ mod guards;
 mod hardening;
 mod health;
 mod helpers;
+mod inbox_live;
 mod inbox_state;
 mod instances;
 mod jwks;

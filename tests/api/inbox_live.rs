@@ -1,0 +1,384 @@
+//! Inbox state over Socket.IO: archive, snooze, preferences and watched
+//! view counts, each written through a client event and seen by every
+//! socket of the user through the log.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::client::{Connect, SioClient, connect};
+use crate::helpers::{HeraldProcess, TestApp, TestDb, insert_user};
+
+async fn online(app: &TestApp, user: Uuid) -> SioClient {
+    let mut client = connect(app.address, Connect::token(&app.token(user)))
+        .await
+        .expect("connects");
+    client.connected().await;
+    client
+}
+
+async fn notify_kind(
+    pg: &tokio_postgres::Client,
+    user: Uuid,
+    kind: &str,
+    importance: &str,
+) -> Uuid {
+    pg.query_one(
+        "insert into herald.notifications (user_id, title, kind, importance)
+         values ($1, 't', $2, $3) returning id",
+        &[&user, &kind, &importance],
+    )
+    .await
+    .expect("insert notification")
+    .get(0)
+}
+
+fn code(ack: &Value) -> &str {
+    ack["error"]["code"].as_str().unwrap_or("none")
+}
+
+#[tokio::test]
+async fn archiving_reads_it_on_every_device_and_unarchiving_leaves_it_read() {
+    let app = TestApp::spawn().await;
+    let user = app.user("Ada", "USER", None).await;
+    let other = app.user("Bob", "USER", None).await;
+    let (mut phone, mut laptop) = (online(&app, user).await, online(&app, user).await);
+    let id = app.notify(user, "to archive").await;
+    for device in [&mut phone, &mut laptop] {
+        device.wait_for("notification:new").await;
+        device.settles_at(1).await;
+    }
+
+    let ack = phone
+        .ack("mark.archived", Some(json!({"notificationId": id})))
+        .await;
+    assert_eq!(ack["success"], true, "{ack}");
+    assert_eq!(ack["notificationId"], id.to_string());
+    let archived_at = ack["archivedAt"].as_str().expect("archivedAt").to_owned();
+    for device in [&mut phone, &mut laptop] {
+        let read = device.wait_for("notification:read").await;
+        assert_eq!(read["notificationId"], id.to_string());
+        let archived = device.wait_for("notification:archived").await;
+        assert_eq!(archived["notificationId"], id.to_string());
+        assert_eq!(archived["archivedAt"], archived_at.as_str());
+        assert!(archived["eventId"].is_string());
+        device.settles_at(0).await;
+    }
+    let again = phone
+        .ack("mark.archived", Some(json!({"notificationId": id})))
+        .await;
+    assert_eq!(
+        again["archivedAt"],
+        archived_at.as_str(),
+        "the first archive's time"
+    );
+
+    let ack = laptop
+        .ack("mark.unarchived", Some(json!({"notificationId": id})))
+        .await;
+    assert_eq!(ack, json!({"success": true, "notificationId": id}));
+    let unarchived = phone.wait_for("notification:unarchived").await;
+    assert_eq!(unarchived["notificationId"], id.to_string());
+    let read: i64 = app
+        .pg
+        .query_one(
+            "select count(*) from herald.notification_seen where notification_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(read, 1, "unarchiving leaves it read");
+
+    // archive.all_read archives the read ones only.
+    let unread = app.notify(user, "still unread").await;
+    phone.wait_for("notification:new").await;
+    let ack = phone.ack("archive.all_read", Some(json!({}))).await;
+    assert_eq!(ack, json!({"success": true, "count": 1}));
+    let archived: Vec<Uuid> = app
+        .pg
+        .query(
+            "select notification_id from herald.notification_archived",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(archived, vec![id], "{unread} is unread and stays");
+
+    let theirs = app.notify(other, "not Ada's").await;
+    let refused = phone
+        .ack("mark.archived", Some(json!({"notificationId": theirs})))
+        .await;
+    assert_eq!(code(&refused), "not_found");
+    let refused = phone.ack("mark.archived", Some(json!({"id": 1}))).await;
+    assert_eq!(code(&refused), "invalid_payload");
+}
+
+#[tokio::test]
+async fn a_snooze_hides_it_everywhere_and_its_end_shows_it_again_once() {
+    let app = TestApp::spawn().await;
+    let user = app.user("Ada", "USER", None).await;
+    let (mut phone, mut laptop) = (online(&app, user).await, online(&app, user).await);
+    let id = app.notify(user, "later").await;
+    for device in [&mut phone, &mut laptop] {
+        device.wait_for("notification:new").await;
+        device.settles_at(1).await;
+    }
+
+    let now = time::OffsetDateTime::now_utc();
+    let rfc = |at: time::OffsetDateTime| herald::wire::rfc3339(at);
+    for (until, why) in [
+        ("tomorrow".to_owned(), "not a time"),
+        (rfc(now - time::Duration::minutes(1)), "in the past"),
+        (rfc(now + time::Duration::days(91)), "beyond 90 days"),
+    ] {
+        let refused = phone
+            .ack(
+                "mark.snoozed",
+                Some(json!({"notificationId": id, "until": until})),
+            )
+            .await;
+        assert_eq!(code(&refused), "invalid_payload", "{why}: {refused}");
+    }
+
+    // Long enough to see it hidden first; the wake-up is herald's own.
+    let until = rfc(time::OffsetDateTime::now_utc() + time::Duration::seconds(2));
+    let ack = phone
+        .ack(
+            "mark.snoozed",
+            Some(json!({"notificationId": id, "until": until})),
+        )
+        .await;
+    assert_eq!(ack["success"], true, "{ack}");
+    for device in [&mut phone, &mut laptop] {
+        let snoozed = device.wait_for("notification:snoozed").await;
+        assert_eq!(snoozed["notificationId"], id.to_string());
+        assert!(snoozed["eventId"].is_string());
+        device.settles_at(0).await;
+    }
+    let count: i64 = app
+        .pg
+        .query_one(
+            "select count(*) from herald.notification_snoozed where notification_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 1);
+
+    for device in [&mut phone, &mut laptop] {
+        let again = device
+            .wait_for_within("notification:new", Duration::from_secs(10))
+            .await;
+        assert_eq!(
+            again["id"],
+            id.to_string(),
+            "shown again when the snooze ends"
+        );
+        device.settles_at(1).await;
+    }
+    let woke: Vec<Value> = app
+        .pg
+        .query(
+            "select payload from herald.events where kind = 'notification.unsnoozed'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(woke.len(), 1, "one wake-up");
+    assert_eq!(woke[0]["woke"], true);
+
+    // An early end shows it at once; a read one cannot be snoozed.
+    let until = rfc(time::OffsetDateTime::now_utc() + time::Duration::hours(1));
+    phone
+        .ack(
+            "mark.snoozed",
+            Some(json!({"notificationId": id, "until": until})),
+        )
+        .await;
+    phone.wait_for("notification:snoozed").await;
+    phone.settles_at(0).await;
+    let ack = laptop
+        .ack("mark.unsnoozed", Some(json!({"notificationId": id})))
+        .await;
+    assert_eq!(ack, json!({"success": true, "notificationId": id}));
+    let again = phone.wait_for("notification:new").await;
+    assert_eq!(again["id"], id.to_string());
+    phone.settles_at(1).await;
+    phone
+        .ack("mark.read", Some(json!({"notificationId": id})))
+        .await;
+    let refused = phone
+        .ack(
+            "mark.snoozed",
+            Some(json!({"notificationId": id, "until": until})),
+        )
+        .await;
+    assert_eq!(code(&refused), "invalid_payload", "{refused}");
+}
+
+#[tokio::test]
+async fn a_muted_kind_is_stored_but_not_pushed_or_counted_unless_urgent() {
+    let app = TestApp::spawn().await;
+    let user = app.user("Ada", "USER", None).await;
+    let mut phone = online(&app, user).await;
+    let mut laptop = online(&app, user).await;
+
+    let ack = phone
+        .ack(
+            "preferences.set",
+            Some(json!({"kindPattern": "order.*", "channel": "IN_APP", "enabled": false})),
+        )
+        .await;
+    let list = json!([{"kindPattern": "order.*", "channel": "IN_APP", "enabled": false}]);
+    assert_eq!(ack, json!({"success": true, "preferences": list}));
+    let updated = laptop.wait_for("preferences:updated").await;
+    assert_eq!(updated["preferences"], list);
+    phone.wait_for("preferences:updated").await;
+
+    let muted = notify_kind(&app.pg, user, "order.shipped", "high").await;
+    let urgent = notify_kind(&app.pg, user, "order.late", "urgent").await;
+    let marker = notify_kind(&app.pg, user, "billing.due", "normal").await;
+    let before = phone.before(marker).await;
+    let shown: Vec<&Value> = before
+        .iter()
+        .filter(|(event, _)| event == "notification:new")
+        .map(|(_, data)| &data["id"])
+        .collect();
+    assert_eq!(shown, vec![&json!(urgent)], "{muted} is muted: {before:?}");
+    phone.settles_at(2).await;
+
+    // A reconnect leaves it out too, and its count.
+    let mut tablet = connect(app.address, Connect::token(&app.token(user)))
+        .await
+        .unwrap();
+    let success = tablet.connected().await;
+    assert_eq!(success["unreadCount"], 2);
+
+    let refused = phone
+        .ack(
+            "preferences.set",
+            Some(json!({"kindPattern": "Order", "channel": "IN_APP", "enabled": false})),
+        )
+        .await;
+    assert_eq!(code(&refused), "invalid_payload");
+    let refused = phone
+        .ack(
+            "preferences.set",
+            Some(json!({"kindPattern": "order.*", "channel": "SMS", "enabled": false})),
+        )
+        .await;
+    assert_eq!(code(&refused), "invalid_payload");
+
+    // Unmuting applies to what is stored: the count takes it back.
+    let ack = phone
+        .ack("preferences.set", Some(json!({"reset": true})))
+        .await;
+    assert_eq!(ack, json!({"success": true, "preferences": []}));
+    phone.settles_at(3).await;
+    let got = phone.ack("preferences.get", None).await;
+    assert_eq!(got, json!({"success": true, "preferences": []}));
+}
+
+#[tokio::test]
+async fn watched_views_are_counted_and_pushed_when_they_move() {
+    let app = TestApp::spawn().await;
+    let user = app.user("Ada", "USER", None).await;
+    notify_kind(&app.pg, user, "order.shipped", "low").await;
+    let mut phone = online(&app, user).await;
+
+    let views = json!({"views": {
+        "orders": {"kinds": ["order.*"]},
+        "loud": {"importance": ["high", "urgent"]},
+    }});
+    let ack = phone.ack("counts.watch", Some(views)).await;
+    assert_eq!(
+        ack,
+        json!({"success": true, "counts": {"orders": 1, "loud": 0}})
+    );
+
+    let loud = notify_kind(&app.pg, user, "order.late", "urgent").await;
+    let counts = phone.wait_for("notification:counts").await;
+    assert_eq!(counts, json!({"counts": {"orders": 2, "loud": 1}}));
+    phone
+        .ack("mark.read", Some(json!({"notificationId": loud})))
+        .await;
+    let counts = phone.wait_for("notification:counts").await;
+    assert_eq!(counts, json!({"counts": {"orders": 1, "loud": 0}}));
+
+    for bad in [
+        json!({"views": {"": {}}}),
+        json!({"views": {"x": {"kinds": ["Order"]}}}),
+        json!({"views": {"x": {"importance": ["loud"]}}}),
+        json!({"views": {"x": {"colour": "red"}}}),
+        json!({"views": (0..11).map(|i| (format!("v{i}"), json!({}))).collect::<serde_json::Map<_, _>>()}),
+    ] {
+        let refused = phone.ack("counts.watch", Some(bad.clone())).await;
+        assert_eq!(code(&refused), "invalid_payload", "{bad}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_log_one_wake_up_and_each_shows_it_once() {
+    let db = TestDb::migrated().await;
+    let pg = db.client().await;
+    let first = HeraldProcess::spawn(&db.url, &[]);
+    let second = HeraldProcess::spawn(&db.url, &[]);
+    first.wait_ready().await;
+    second.wait_ready().await;
+    let user = insert_user(&pg, "Ada", "USER", None).await;
+    let jwt = herald::auth::JwtConfig::hs256(crate::helpers::SECRET.as_bytes());
+    let token = jwt.sign(user, Duration::from_secs(600)).unwrap();
+    let mut on_first = connect(first.address, Connect::token(&token))
+        .await
+        .unwrap();
+    let mut on_second = connect(second.address, Connect::token(&token))
+        .await
+        .unwrap();
+    on_first.connected().await;
+    on_second.connected().await;
+
+    let id = notify_kind(&pg, user, "general", "normal").await;
+    pg.execute(
+        "insert into herald.notification_snoozed (notification_id, user_id, until)
+         values ($1, $2, now() + interval '1 second')",
+        &[&id, &user],
+    )
+    .await
+    .unwrap();
+    for client in [&mut on_first, &mut on_second] {
+        client.wait_for("notification:snoozed").await;
+        let again = client
+            .wait_for_within("notification:new", Duration::from_secs(10))
+            .await;
+        assert_eq!(again["id"], id.to_string());
+    }
+    // Everything after the wake-up reaches each socket after it: a second
+    // notification:new of it would come before the marker's.
+    let marker = notify_kind(&pg, user, "general", "normal").await;
+    for client in [&mut on_first, &mut on_second] {
+        let before = client.before(marker).await;
+        let repeats = before
+            .iter()
+            .filter(|(event, data)| event == "notification:new" && data["id"] == json!(id))
+            .count();
+        assert_eq!(repeats, 0, "{before:?}");
+    }
+    let woke: i64 = pg
+        .query_one(
+            "select count(*) from herald.events where kind = 'notification.unsnoozed'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(woke, 1, "one instance claimed the wake-up");
+}
