@@ -195,3 +195,79 @@ async fn preferences_take_valid_patterns_and_channels_and_log_the_whole_list() {
         json!({"userId": user, "preferences": [{"kindPattern": "*", "channel": "IN_APP", "enabled": false}]})
     );
 }
+
+/// The preference rule in Rust (src/preferences.rs, what dispatch and the
+/// in-memory counts apply) and in SQL (herald.kind_enabled, what the
+/// count queries, the connect push and Web Push apply) agree on every
+/// subset of a set of overlapping patterns, each enabled or not, for kinds
+/// on each side of every pattern's edge.
+#[tokio::test]
+async fn the_rust_and_sql_preference_rules_agree() {
+    use herald::preferences::{Channel, Preference, Rules};
+    let db = TestDb::migrated().await;
+    let pg = db.client().await;
+    let user = insert_user(&pg, "Ada", "USER", None).await;
+    let patterns = [
+        "*",
+        "order.*",
+        "order.eu.*",
+        "order.shipped",
+        "order",
+        "orders.*",
+        "a-b_c.*",
+    ];
+    let kinds = [
+        "order",
+        "order.shipped",
+        "order.eu.late",
+        "order.eu",
+        "orders.x",
+        "billing",
+        "a-b_c.d",
+    ];
+    let mut checked = 0;
+    for subset in 0u32..(1 << patterns.len()) {
+        let preferences: Vec<Preference> = patterns
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| subset & (1 << i) != 0)
+            .map(|(i, pattern)| Preference {
+                kind_pattern: (*pattern).into(),
+                channel: Channel::InApp,
+                // Enabled or not, varied across subsets.
+                enabled: (subset.count_ones() + i as u32).is_multiple_of(2),
+            })
+            .collect();
+        pg.execute("delete from herald.notification_preferences", &[])
+            .await
+            .unwrap();
+        for p in &preferences {
+            pg.execute(
+                "insert into herald.notification_preferences (user_id, kind_pattern, channel, enabled)
+                 values ($1, $2, 'IN_APP', $3)",
+                &[&user, &p.kind_pattern, &p.enabled],
+            )
+            .await
+            .unwrap();
+        }
+        let rules = Rules::of(&preferences, Channel::InApp);
+        for importance in ["normal", "urgent"] {
+            let kinds: Vec<&str> = kinds.to_vec();
+            let sql: Vec<bool> = pg
+                .query(
+                    "select herald.kind_enabled($1, k, $2, 'IN_APP')
+                       from unnest($3::text[]) with ordinality as t(k, i) order by i",
+                    &[&user, &importance, &kinds],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            let rust: Vec<bool> = kinds.iter().map(|k| rules.enabled(k, importance)).collect();
+            assert_eq!(rust, sql, "{preferences:?} {importance}");
+            checked += kinds.len();
+        }
+    }
+    assert_eq!(checked, 128 * 2 * 7);
+}
