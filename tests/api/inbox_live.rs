@@ -382,3 +382,138 @@ async fn two_instances_log_one_wake_up_and_each_shows_it_once() {
         .get(0);
     assert_eq!(woke, 1, "one instance claimed the wake-up");
 }
+
+async fn http(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    user: Uuid,
+    body: Option<Value>,
+) -> (reqwest::StatusCode, Value) {
+    let mut request = reqwest::Client::new()
+        .request(method, app.url(path))
+        .bearer_auth(app.token(user));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn archive_and_preferences_over_http_write_what_the_socket_events_do() {
+    use reqwest::{Method, StatusCode};
+    let app = TestApp::spawn().await;
+    let user = app.user("Ada", "USER", None).await;
+    let other = app.user("Bob", "USER", None).await;
+    let mut phone = online(&app, user).await;
+    let id = app.notify(user, "to archive").await;
+    phone.wait_for("notification:new").await;
+
+    let (status, body) = http(
+        &app,
+        Method::POST,
+        &format!("/api/notifications/{id}/archive"),
+        user,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["notificationId"], id.to_string());
+    assert!(body["archivedAt"].is_string());
+    let archived = phone.wait_for("notification:archived").await;
+    assert_eq!(archived["archivedAt"], body["archivedAt"]);
+    let path = format!("/api/notifications/{id}/archive");
+    assert_eq!(
+        http(&app, Method::POST, &path, other, None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, _) = http(
+        &app,
+        Method::POST,
+        "/api/notifications/nope/archive",
+        user,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, body) = http(
+        &app,
+        Method::POST,
+        &format!("/api/notifications/{id}/unarchive"),
+        user,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::OK,
+            json!({"success": true, "notificationId": id})
+        )
+    );
+    phone.wait_for("notification:unarchived").await;
+    let (status, body) = http(
+        &app,
+        Method::POST,
+        "/api/notifications/archive-read",
+        user,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, json!({"success": true, "count": 1}))
+    );
+
+    let list = json!({"preferences": [
+        {"kindPattern": "order.*", "channel": "IN_APP", "enabled": false},
+        {"kindPattern": "*", "channel": "PUSH", "enabled": false},
+    ]});
+    let (status, body) = http(&app, Method::PUT, "/api/preferences", user, Some(list)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let stored = json!({"preferences": [
+        {"kindPattern": "*", "channel": "PUSH", "enabled": false},
+        {"kindPattern": "order.*", "channel": "IN_APP", "enabled": false},
+    ]});
+    assert_eq!(body, stored);
+    let pushed = phone.wait_for("preferences:updated").await;
+    assert_eq!(pushed["preferences"], stored["preferences"]);
+    for bad in [
+        json!({"preferences": [{"kindPattern": "Order", "channel": "IN_APP", "enabled": true}]}),
+        json!({"preferences": [{"kindPattern": "order", "channel": "SMS", "enabled": true}]}),
+        json!({"preferences": [
+            {"kindPattern": "order", "channel": "PUSH", "enabled": true},
+            {"kindPattern": "order", "channel": "PUSH", "enabled": false},
+        ]}),
+        json!({"preferences": (0..101).map(|i| json!({"kindPattern": format!("k{i}"), "channel": "PUSH", "enabled": true})).collect::<Vec<_>>()}),
+        json!({"list": []}),
+    ] {
+        let (status, body) = http(
+            &app,
+            Method::PUT,
+            "/api/preferences",
+            user,
+            Some(bad.clone()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_payload");
+    }
+    let (status, body) = http(&app, Method::GET, "/api/preferences", user, None).await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, stored),
+        "nothing written by a refused PUT"
+    );
+    let (_, body) = http(
+        &app,
+        Method::PUT,
+        "/api/preferences",
+        user,
+        Some(json!({"preferences": []})),
+    )
+    .await;
+    assert_eq!(body, json!({"preferences": []}));
+}
