@@ -96,28 +96,62 @@ async fn mark_archived(
     respond(&socket, ack, on::MARK_ARCHIVED, work).await;
 }
 
+/// What an early end undoes: an archive or a snooze.
+#[derive(Clone, Copy)]
+enum Undo {
+    Archive,
+    Snooze,
+}
+
 async fn mark_unarchived(
+    socket: SocketRef,
+    data: TryData<Value>,
+    ack: AckSender,
+    gateway: State<Gateway>,
+) {
+    undo(socket, data, ack, gateway, Undo::Archive).await;
+}
+
+async fn mark_unsnoozed(
+    socket: SocketRef,
+    data: TryData<Value>,
+    ack: AckSender,
+    gateway: State<Gateway>,
+) {
+    undo(socket, data, ack, gateway, Undo::Snooze).await;
+}
+
+/// `mark.unarchived` and `mark.unsnoozed`: the same request and ack.
+async fn undo(
     socket: SocketRef,
     TryData(data): TryData<Value>,
     ack: AckSender,
     State(gateway): State<Gateway>,
+    what: Undo,
 ) {
+    let event = match what {
+        Undo::Archive => on::MARK_UNARCHIVED,
+        Undo::Snooze => on::MARK_UNSNOOZED,
+    };
     let work = async {
         let session = admit(&socket)?;
         let request: ByNotification = parse(payload(data), "{notificationId: uuid}")?;
         let client = gateway.pool.get().await?;
-        if !inbox(&gateway, &session)
-            .unarchive(&client, request.notification_id)
-            .await?
-        {
+        let inbox = inbox(&gateway, &session);
+        let id = request.notification_id;
+        let found = match what {
+            Undo::Archive => inbox.unarchive(&client, id).await?,
+            Undo::Snooze => inbox.unsnooze(&client, id).await?,
+        };
+        if !found {
             return Err(AckError::NotFound);
         }
         succeeded(wire::UnarchiveAck {
             success: true,
-            notification_id: request.notification_id,
+            notification_id: id,
         })
     };
-    respond(&socket, ack, on::MARK_UNARCHIVED, work).await;
+    respond(&socket, ack, event, work).await;
 }
 
 async fn archive_all_read(
@@ -207,30 +241,6 @@ async fn mark_snoozed(
         })
     };
     respond(&socket, ack, on::MARK_SNOOZED, work).await;
-}
-
-async fn mark_unsnoozed(
-    socket: SocketRef,
-    TryData(data): TryData<Value>,
-    ack: AckSender,
-    State(gateway): State<Gateway>,
-) {
-    let work = async {
-        let session = admit(&socket)?;
-        let request: ByNotification = parse(payload(data), "{notificationId: uuid}")?;
-        let client = gateway.pool.get().await?;
-        if !inbox(&gateway, &session)
-            .unsnooze(&client, request.notification_id)
-            .await?
-        {
-            return Err(AckError::NotFound);
-        }
-        succeeded(wire::UnarchiveAck {
-            success: true,
-            notification_id: request.notification_id,
-        })
-    };
-    respond(&socket, ack, on::MARK_UNSNOOZED, work).await;
 }
 
 async fn preferences_get(
