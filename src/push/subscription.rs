@@ -67,6 +67,11 @@ pub fn parse(body: &[u8]) -> Result<Subscription, Invalid> {
 /// Reads `{endpoint}` (`DELETE /api/push/subscriptions`).
 pub fn parse_endpoint(body: &[u8]) -> Result<String, Invalid> {
     match object(body)?.get("endpoint") {
+        // No URL holds a control character (nor can PostgreSQL's text hold
+        // NUL), so such an endpoint was never stored.
+        Some(Value::String(text)) if text.chars().any(char::is_control) => {
+            Err("endpoint is not a URL: it holds a control character".into())
+        }
         Some(Value::String(text))
             if !text.is_empty() && text.len() <= endpoint::MAX_ENDPOINT_LENGTH =>
         {

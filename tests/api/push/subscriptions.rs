@@ -104,6 +104,26 @@ async fn a_subscription_is_stored_once_per_endpoint_and_moves_with_the_browser()
     .await;
     assert_eq!(status, 204);
     assert!(stored(&app, bob).await.is_empty());
+
+    // An endpoint no URL could be (PostgreSQL's text cannot even hold NUL)
+    // is refused before any statement.
+    let (status, body) = call(
+        &app,
+        Method::DELETE,
+        "/api/push/subscriptions",
+        Some(&app.token(bob)),
+        Some(
+            json!({"endpoint": "https://push.example/\u{0}x"})
+                .to_string()
+                .into_bytes(),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400.try_into().unwrap(), &json!("invalid_payload")),
+        "{body}"
+    );
 }
 
 #[tokio::test]
