@@ -5,6 +5,9 @@
 /// The namespace every client connects to.
 pub const NAMESPACE: &str = "/notifications";
 
+/// A notification's importance levels, lowest first.
+pub const IMPORTANCE: [&str; 4] = ["low", "normal", "high", "urgent"];
+
 /// Events herald emits.
 pub mod emit {
     pub const NOTIFICATION_NEW: &str = "notification:new";

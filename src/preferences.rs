@@ -101,6 +101,12 @@ impl Pattern {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Preference {
+    /// A kind, a prefix and `.*`, or `*`.
+    #[schema(
+        pattern = r"^(\*|[a-z0-9_-]+(\.[a-z0-9_-]+)*(\.\*)?)$",
+        min_length = 1,
+        max_length = 102
+    )]
     pub kind_pattern: String,
     pub channel: Channel,
     pub enabled: bool,

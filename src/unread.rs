@@ -57,6 +57,13 @@ pub struct View {
 }
 
 impl View {
+    /// The kind patterns as SQL takes them (`herald.kind_matches`).
+    pub fn kind_patterns(&self) -> Option<Vec<&str>> {
+        self.kinds
+            .as_ref()
+            .map(|kinds| kinds.iter().map(|k| k.as_str()).collect())
+    }
+
     pub fn selects(&self, subject: &Subject) -> bool {
         self.kinds
             .as_ref()

@@ -36,13 +36,22 @@ pub struct NewNotification<'a> {
     pub event_id: Option<&'a str>,
 }
 
-/// An item of `notifications.list`: the notification and when it was read.
+/// An item of `notifications.list`: the notification and its state for the
+/// user.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ListedNotification {
     #[serde(flatten)]
     pub notification: Notification,
+    /// When the user (first) read it.
     pub read_at: Option<String>,
+    /// When the user archived it.
+    pub archived_at: Option<String>,
+    /// Until when it is snoozed.
+    pub snoozed_until: Option<String>,
+    /// Whether the user's preferences mute its kind in the inbox (`IN_APP`):
+    /// listed, but never pushed or counted.
+    pub muted: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -20,6 +20,37 @@ pub struct Unread {
     pub event_id: Option<i64>,
 }
 
+/// What a page lists: after `before` (a previous page's cursor), at most
+/// `limit`, from one shelf, through a view's filters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    pub before: Option<(i64, Uuid)>,
+    pub limit: u32,
+    pub unread_only: bool,
+    pub shelf: Shelf,
+    pub view: View,
+}
+
+/// Where a notification is for its user: in the inbox, or put aside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shelf {
+    /// Neither archived nor snoozed.
+    Inbox,
+    Archived,
+    Snoozed,
+}
+
+impl Shelf {
+    /// As sql/inbox_list.sql names it.
+    fn as_str(self) -> &'static str {
+        match self {
+            Shelf::Inbox => "inbox",
+            Shelf::Archived => "archived",
+            Shelf::Snoozed => "snoozed",
+        }
+    }
+}
+
 /// A page of `notifications.list`.
 #[derive(Debug, Clone)]
 pub struct Page {
@@ -118,19 +149,19 @@ impl Inbox {
             .try_get(0)
     }
 
-    /// One page, newest first, after `before` (a previous page's cursor).
+    /// One page, newest first, of what `listing` asks for.
     #[tracing::instrument(skip_all, fields(user.id = %self.user_id))]
     pub async fn list(
         &self,
         client: &impl GenericClient,
-        before: Option<(i64, Uuid)>,
-        limit: u32,
-        unread_only: bool,
+        listing: &Listing,
     ) -> Result<Page, tokio_postgres::Error> {
         let statement = client
             .prepare_cached(include_str!("../../sql/inbox_list.sql"))
             .await?;
-        let (cursor_us, cursor_id) = before.unzip();
+        let (cursor_us, cursor_id) = listing.before.unzip();
+        let kinds = listing.view.kind_patterns();
+        let limit = listing.limit as usize;
         // One row more than asked tells whether another page follows.
         let rows = client
             .query(
@@ -141,18 +172,24 @@ impl Inbox {
                     &self.is_admin,
                     &cursor_us,
                     &cursor_id,
-                    &unread_only,
-                    &(i64::from(limit) + 1),
+                    &listing.unread_only,
+                    &(limit as i64 + 1),
+                    &listing.shelf.as_str(),
+                    &kinds,
+                    &listing.view.importance,
                 ],
             )
             .await?;
-        let more = rows.len() > limit as usize;
-        let mut items = Vec::with_capacity(rows.len().min(limit as usize));
+        let more = rows.len() > limit;
+        let mut items = Vec::with_capacity(rows.len().min(limit));
         let mut next = None;
-        for row in rows.iter().take(limit as usize) {
+        for row in rows.iter().take(limit) {
             let item = ListedNotification {
                 notification: notification(row)?,
                 read_at: row.try_get("read_at")?,
+                archived_at: row.try_get("archived_at")?,
+                snoozed_until: row.try_get("snoozed_until")?,
+                muted: row.try_get("muted")?,
             };
             next = Some((row.try_get("cursor_us")?, item.notification.id));
             items.push(item);
@@ -350,10 +387,7 @@ impl Inbox {
         let statement = client
             .prepare_cached(include_str!("../../sql/inbox_view_count.sql"))
             .await?;
-        let kinds: Option<Vec<&str>> = view
-            .kinds
-            .as_ref()
-            .map(|kinds| kinds.iter().map(|k| k.as_str()).collect());
+        let kinds = view.kind_patterns();
         client
             .query_one(
                 &statement,

@@ -14,6 +14,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::Gateway;
+use super::listing::{LIST_SHAPE, ListOptions, encode_cursor};
 use super::session::Session;
 use crate::db::inbox::Inbox;
 use crate::names::on;
@@ -229,36 +230,6 @@ async fn mark_all_read(
     answer(&socket, ack, on::MARK_ALL_READ, result);
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ListRequest {
-    #[serde(default)]
-    before: Option<String>,
-    #[serde(default)]
-    limit: Option<i64>,
-    #[serde(default)]
-    unread_only: Option<bool>,
-}
-
-/// A `notifications.list` cursor: the last item's created_at in
-/// microseconds and its id.
-pub fn encode_cursor((micros, id): (i64, Uuid)) -> String {
-    format!("{micros}_{id}")
-}
-
-pub fn decode_cursor(cursor: &str) -> Option<(i64, Uuid)> {
-    // Exactly what encode_cursor writes: up to 17 digits (microseconds
-    // since 1970, to the year 5138, well within PostgreSQL's range), `_`,
-    // and a hyphenated UUID.
-    let (micros, id) = cursor.split_once('_')?;
-    let digits_ok = (1..=17).contains(&micros.len()) && micros.bytes().all(|b| b.is_ascii_digit());
-    let hyphens_ok = id.len() == 36 && [8, 13, 18, 23].iter().all(|&i| id.as_bytes()[i] == b'-');
-    if !digits_ok || !hyphens_ok {
-        return None;
-    }
-    Some((micros.parse().ok()?, id.parse().ok()?))
-}
-
 async fn list(
     socket: SocketRef,
     TryData(data): TryData<Value>,
@@ -271,31 +242,11 @@ async fn list(
             Value::Null => json!({}),
             other => other,
         };
-        let request: ListRequest = parse(
-            data,
-            "{before?: cursor, limit?: 1..100, unreadOnly?: boolean}",
-        )?;
-        let limit = request.limit.unwrap_or(20);
-        if !(1..=100).contains(&limit) {
-            return Err(AckError::InvalidPayload(
-                "limit must be from 1 to 100".into(),
-            ));
-        }
-        let before = match request.before.as_deref() {
-            None => None,
-            Some(cursor) => Some(decode_cursor(cursor).ok_or_else(|| {
-                AckError::InvalidPayload("before is not a cursor from nextCursor".into())
-            })?),
-        };
+        let listing = parse::<ListOptions>(data, LIST_SHAPE)?
+            .listing()
+            .map_err(AckError::InvalidPayload)?;
         let client = gateway.pool.get().await?;
-        let page = inbox(&gateway, &session)
-            .list(
-                &client,
-                before,
-                limit as u32,
-                request.unread_only.unwrap_or(false),
-            )
-            .await?;
+        let page = inbox(&gateway, &session).list(&client, &listing).await?;
         succeeded(wire::ListAck {
             success: true,
             page: wire::Page {
@@ -401,18 +352,6 @@ mod tests {
     }
 
     #[test]
-    fn cursors_round_trip_and_reject_garbage() {
-        let id = Uuid::new_v4();
-        assert_eq!(
-            decode_cursor(&encode_cursor((1_764_000_000_123_456, id))),
-            Some((1_764_000_000_123_456, id))
-        );
-        for bad in ["", "_", "12", "x_y", "12_not-a-uuid"] {
-            assert_eq!(decode_cursor(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
     fn payloads_must_be_objects_with_the_right_fields() {
         assert!(parse::<ByNotification>(json!("x"), "").is_err());
         assert!(parse::<ByNotification>(Value::Null, "").is_err());
@@ -425,20 +364,24 @@ mod tests {
 #[cfg(test)]
 mod fuzz {
     use super::*;
+    use crate::gateway::listing::decode_cursor;
     use proptest::prelude::*;
 
     proptest! {
         /// Every payload parses or is refused as invalid_payload.
         #[test]
-        fn payload_parsing_answers_every_input(data in crate::fuzzing::json(&["notificationId", "before", "limit", "unreadOnly", "token"])) {
+        fn payload_parsing_answers_every_input(data in crate::fuzzing::json(&["notificationId", "before", "limit", "unreadOnly", "archived", "snoozed", "kinds", "importance", "token"])) {
             for result in [
                 parse::<ByNotification>(data.clone(), "").map(|_| ()),
-                parse::<ListRequest>(data.clone(), "").map(|_| ()),
+                parse::<ListOptions>(data.clone(), "").map(|_| ()),
                 parse::<RefreshRequest>(data.clone(), "").map(|_| ()),
             ] {
                 if let Err(error) = result {
                     prop_assert_eq!(error.code(), ErrorCode::InvalidPayload);
                 }
+            }
+            if let Ok(options) = parse::<ListOptions>(data.clone(), "") {
+                let _ = options.listing();
             }
             if let Some(cursor) = data.as_str() {
                 let _ = decode_cursor(cursor);

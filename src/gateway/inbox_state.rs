@@ -21,11 +21,11 @@ use super::client_events::{
     AckError, AckResult, ByNotification, admit, answer, inbox, parse, payload, span, succeeded,
 };
 use super::counts;
+use super::listing::Filters;
 use super::presence::Watch;
 use crate::db::{self, inbox::SnoozeRefused};
 use crate::names::on;
 use crate::preferences::{Channel, Pattern, Preference};
-use crate::unread::View;
 use crate::wire;
 
 /// The most preferences a user keeps.
@@ -33,10 +33,6 @@ pub const MAX_PREFERENCES: usize = 100;
 /// The most views one `counts.watch` names, and the longest name.
 const MAX_VIEWS: usize = 10;
 const MAX_VIEW_NAME: usize = 40;
-/// The most kind patterns one filter lists.
-pub const MAX_KIND_FILTERS: usize = 20;
-/// The importance levels, lowest first.
-pub const IMPORTANCE: [&str; 4] = ["low", "normal", "high", "urgent"];
 /// The furthest a snooze may reach.
 const MAX_SNOOZE: time::Duration = time::Duration::days(90);
 
@@ -335,47 +331,6 @@ async fn preferences_set(
 #[derive(Deserialize)]
 struct WatchRequest {
     views: BTreeMap<String, Filters>,
-}
-
-/// A list's or a view's filters as clients send them.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Filters {
-    pub kinds: Option<Vec<String>>,
-    pub importance: Option<Vec<String>>,
-}
-
-impl Filters {
-    /// The view these filters select, or what is wrong with them.
-    pub fn view(self) -> Result<View, String> {
-        let kinds = match self.kinds {
-            None => None,
-            Some(kinds) if kinds.is_empty() || kinds.len() > MAX_KIND_FILTERS => {
-                return Err(format!("kinds lists 1 to {MAX_KIND_FILTERS} patterns"));
-            }
-            Some(kinds) => Some(
-                kinds
-                    .iter()
-                    .map(|k| Pattern::parse(k))
-                    .collect::<Result<Vec<_>, _>>()?,
-            ),
-        };
-        let importance = match self.importance {
-            None => None,
-            Some(levels) if levels.is_empty() || levels.len() > IMPORTANCE.len() => {
-                return Err("importance lists 1 to 4 levels".into());
-            }
-            Some(levels) => {
-                if let Some(bad) = levels.iter().find(|l| !IMPORTANCE.contains(&l.as_str())) {
-                    return Err(format!(
-                        "importance {bad:?} is not one of low, normal, high, urgent"
-                    ));
-                }
-                Some(levels)
-            }
-        };
-        Ok(View { kinds, importance })
-    }
 }
 
 async fn counts_watch(

@@ -23,6 +23,7 @@ pub mod dispatch;
 pub mod handshake;
 pub mod inbox_state;
 pub mod limits;
+pub mod listing;
 pub mod outbox;
 pub mod presence;
 pub mod replay;

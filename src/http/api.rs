@@ -18,8 +18,11 @@ use uuid::Uuid;
 use crate::auth::TokenError;
 use crate::db::{self, inbox::Inbox};
 use crate::gateway::Gateway;
-use crate::gateway::client_events::{decode_cursor, encode_cursor};
-use crate::wire::{Count, ErrorBody, ErrorCode, ListedNotification, Page, ReadAck, ReadAllAck};
+use crate::gateway::listing::{ListOptions, encode_cursor};
+use crate::wire::{
+    ArchiveAck, ArchiveReadAck, Count, ErrorBody, ErrorCode, ListedNotification, Page, ReadAck,
+    ReadAllAck, UnarchiveAck,
+};
 
 pub fn router(gateway: Gateway) -> Router {
     Router::new()
@@ -27,6 +30,13 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/api/notifications/unread-count", get(unread_count))
         .route("/api/notifications/read-all", post(read_all))
         .route("/api/notifications/{id}/read", post(read))
+        .route("/api/notifications/{id}/archive", post(archive))
+        .route("/api/notifications/{id}/unarchive", post(unarchive))
+        .route("/api/notifications/archive-read", post(archive_read))
+        .route(
+            "/api/preferences",
+            get(preferences_get).put(preferences_put),
+        )
         .route("/api/openapi.json", get(openapi))
         .with_state(gateway)
 }
@@ -34,8 +44,9 @@ pub fn router(gateway: Gateway) -> Router {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "herald", description = "A user's notifications over HTTP. Live pushes are on Socket.IO (namespace /notifications)."),
-    paths(list, unread_count, read, read_all, super::push::public_key, super::push::subscribe, super::push::unsubscribe),
-    components(schemas(Page, Count, ReadAck, ReadAllAck, ErrorResponse, ErrorDetail, ListedNotification, crate::wire::Notification,
+    paths(list, unread_count, read, read_all, archive, unarchive, archive_read, preferences_get, preferences_put, super::push::public_key, super::push::subscribe, super::push::unsubscribe),
+    components(schemas(Page, Count, ReadAck, ReadAllAck, ArchiveAck, UnarchiveAck, ArchiveReadAck, Preferences,
+        crate::preferences::Preference, crate::preferences::Channel, ErrorResponse, ErrorDetail, ListedNotification, crate::wire::Notification,
         super::push::PublicKey, super::push::SubscriptionId, super::push::SubscriptionBody, super::push::SubscriptionKeys, super::push::EndpointBody)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -235,6 +246,26 @@ pub struct ListParams {
     /// true: unread notifications only.
     #[param(value_type = Option<bool>)]
     unread: Option<String>,
+    /// true: archived notifications only (otherwise they are left out).
+    #[param(value_type = Option<bool>)]
+    archived: Option<String>,
+    /// true: snoozed notifications only (otherwise they are left out).
+    #[param(value_type = Option<bool>)]
+    snoozed: Option<String>,
+    /// Comma-separated kind patterns (`order.shipped`, `order.*`, `*`), at
+    /// most 20 of at most 102 characters each: kinds matching any.
+    #[param(
+        example = "order.*,billing.*",
+        pattern = r"^(\*|[a-z0-9_-]+(\.[a-z0-9_-]+)*(\.\*)?)(,(\*|[a-z0-9_-]+(\.[a-z0-9_-]+)*(\.\*)?))*$"
+    )]
+    kinds: Option<String>,
+    /// Comma-separated importance levels (low, normal, high, urgent), at
+    /// most 4: any of them.
+    #[param(
+        example = "high,urgent",
+        pattern = "^(low|normal|high|urgent)(,(low|normal|high|urgent)){0,3}$"
+    )]
+    importance: Option<String>,
 }
 
 impl ListParams {
@@ -244,12 +275,20 @@ impl ListParams {
             limit: None,
             before: None,
             unread: None,
+            archived: None,
+            snoozed: None,
+            kinds: None,
+            importance: None,
         };
         for (key, value) in form_urlencoded::parse(query.as_bytes()) {
             let slot = match key.as_ref() {
                 "limit" => &mut params.limit,
                 "before" => &mut params.before,
                 "unread" => &mut params.unread,
+                "archived" => &mut params.archived,
+                "snoozed" => &mut params.snoozed,
+                "kinds" => &mut params.kinds,
+                "importance" => &mut params.importance,
                 _ => continue,
             };
             if slot.replace(value.into_owned()).is_some() {
@@ -257,6 +296,34 @@ impl ListParams {
             }
         }
         Ok(params)
+    }
+
+    /// The same options `notifications.list` takes, checked by the same rule.
+    fn options(self) -> Result<ListOptions, ApiError> {
+        fn flag(name: &str, value: Option<String>) -> Result<Option<bool>, ApiError> {
+            match value.as_deref() {
+                None => Ok(None),
+                Some("true") => Ok(Some(true)),
+                Some("false") => Ok(Some(false)),
+                Some(_) => Err(ApiError::BadRequest(format!(
+                    "{name} must be true or false"
+                ))),
+            }
+        }
+        fn list(value: Option<String>) -> Option<Vec<String>> {
+            value.map(|v| v.split(',').map(str::to_owned).collect())
+        }
+        // Not a number is refused as out of range is, by listing().
+        let limit = self.limit.map(|text| text.parse::<i64>().unwrap_or(0));
+        Ok(ListOptions {
+            before: self.before,
+            limit,
+            unread_only: flag("unread", self.unread)?,
+            archived: flag("archived", self.archived)?,
+            snoozed: flag("snoozed", self.snoozed)?,
+            kinds: list(self.kinds),
+            importance: list(self.importance),
+        })
     }
 }
 
@@ -276,33 +343,14 @@ async fn list(
     caller: Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Page>, ApiError> {
-    let params = ListParams::parse(query.as_deref().unwrap_or_default())?;
-    let limit = match params.limit.as_deref() {
-        None => 20,
-        Some(text) => text
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=100).contains(n))
-            .ok_or_else(|| {
-                ApiError::BadRequest("limit must be a whole number from 1 to 100".into())
-            })?,
-    };
-    let before = match params.before.as_deref() {
-        None => None,
-        Some(cursor) => Some(
-            decode_cursor(cursor)
-                .ok_or_else(|| ApiError::BadRequest("before is not a nextCursor".into()))?,
-        ),
-    };
-    let unread = match params.unread.as_deref() {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(_) => return Err(ApiError::BadRequest("unread must be true or false".into())),
-    };
+    let listing = ListParams::parse(query.as_deref().unwrap_or_default())?
+        .options()?
+        .listing()
+        .map_err(ApiError::BadRequest)?;
     let client = gateway.pool.get().await.map_err(ApiError::internal)?;
     let page = caller
         .0
-        .list(&client, before, limit, unread)
+        .list(&client, &listing)
         .await
         .map_err(ApiError::internal)?;
     Ok(Json(Page {
@@ -395,4 +443,206 @@ async fn read_all(
         success: true,
         count,
     }))
+}
+
+fn notification_id(id: &str) -> Result<Uuid, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::BadRequest("the id is not a UUID".into()))
+}
+
+#[utoipa::path(
+    post, path = "/api/notifications/{id}/archive",
+    params(("id" = String, Path, description = "The notification's id")),
+    responses(
+        (status = 200, description = "Archived, and read; archiving again answers the first time", body = ArchiveAck),
+        (status = 400, description = "The id is not a UUID", body = ErrorResponse),
+        (status = 401, description = "Missing or invalid token", body = ErrorResponse),
+        (status = 403, description = "Inactive user", body = ErrorResponse),
+        (status = 404, description = "Not in the caller's inbox", body = ErrorResponse),
+        (status = 429, description = "Too many requests", body = ErrorResponse),
+        (status = 500, description = "Internal error", body = ErrorResponse),
+    )
+)]
+async fn archive(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ArchiveAck>, ApiError> {
+    let id = notification_id(&id)?;
+    let client = gateway.pool.get().await.map_err(ApiError::internal)?;
+    let archived_at = caller
+        .0
+        .archive(&client, id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or(ApiError::NotFound)?;
+    Ok(Json(ArchiveAck {
+        success: true,
+        notification_id: id,
+        archived_at,
+    }))
+}
+
+#[utoipa::path(
+    post, path = "/api/notifications/{id}/unarchive",
+    params(("id" = String, Path, description = "The notification's id")),
+    responses(
+        (status = 200, description = "Not archived (it stays read)", body = UnarchiveAck),
+        (status = 400, description = "The id is not a UUID", body = ErrorResponse),
+        (status = 401, description = "Missing or invalid token", body = ErrorResponse),
+        (status = 403, description = "Inactive user", body = ErrorResponse),
+        (status = 404, description = "Not in the caller's inbox", body = ErrorResponse),
+        (status = 429, description = "Too many requests", body = ErrorResponse),
+        (status = 500, description = "Internal error", body = ErrorResponse),
+    )
+)]
+async fn unarchive(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<UnarchiveAck>, ApiError> {
+    let id = notification_id(&id)?;
+    let client = gateway.pool.get().await.map_err(ApiError::internal)?;
+    if !caller
+        .0
+        .unarchive(&client, id)
+        .await
+        .map_err(ApiError::internal)?
+    {
+        return Err(ApiError::NotFound);
+    }
+    Ok(Json(UnarchiveAck {
+        success: true,
+        notification_id: id,
+    }))
+}
+
+#[utoipa::path(
+    post, path = "/api/notifications/archive-read",
+    responses(
+        (status = 200, description = "Every read, live, unarchived notification is archived", body = ArchiveReadAck),
+        (status = 401, description = "Missing or invalid token", body = ErrorResponse),
+        (status = 403, description = "Inactive user", body = ErrorResponse),
+        (status = 429, description = "Too many requests", body = ErrorResponse),
+        (status = 500, description = "Internal error", body = ErrorResponse),
+    )
+)]
+async fn archive_read(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+) -> Result<Json<ArchiveReadAck>, ApiError> {
+    let client = gateway.pool.get().await.map_err(ApiError::internal)?;
+    let count = caller
+        .0
+        .archive_read(&client)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(ArchiveReadAck {
+        success: true,
+        count,
+    }))
+}
+
+/// A user's preferences: `GET` answers them, `PUT` replaces them.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Preferences {
+    /// At most 100, each (kindPattern, channel) once.
+    #[schema(max_items = 100)]
+    pub preferences: Vec<crate::preferences::Preference>,
+}
+
+/// The largest `PUT /api/preferences` body.
+const MAX_PREFERENCES_BODY: usize = 16 * 1024;
+
+#[utoipa::path(
+    get, path = "/api/preferences",
+    responses(
+        (status = 200, description = "The caller's preferences", body = Preferences),
+        (status = 401, description = "Missing or invalid token", body = ErrorResponse),
+        (status = 403, description = "Inactive user", body = ErrorResponse),
+        (status = 429, description = "Too many requests", body = ErrorResponse),
+        (status = 500, description = "Internal error", body = ErrorResponse),
+    )
+)]
+async fn preferences_get(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+) -> Result<Json<Preferences>, ApiError> {
+    let client = gateway.pool.get().await.map_err(ApiError::internal)?;
+    let preferences = crate::db::preferences::list(&client, caller.user_id())
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(Preferences { preferences }))
+}
+
+#[utoipa::path(
+    put, path = "/api/preferences",
+    request_body(content = Preferences, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Replaced; the list as stored", body = Preferences),
+        (status = 400, description = "A pattern or channel is invalid, one appears twice, or there are more than 100 (invalid_payload)", body = ErrorResponse),
+        (status = 401, description = "Missing or invalid token", body = ErrorResponse),
+        (status = 403, description = "Inactive user", body = ErrorResponse),
+        (status = 429, description = "Too many requests", body = ErrorResponse),
+        (status = 500, description = "Internal error", body = ErrorResponse),
+    )
+)]
+async fn preferences_put(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+    body: axum::body::Bytes,
+) -> Result<Json<Preferences>, ApiError> {
+    let wanted = parse_preferences(&body).map_err(ApiError::BadRequest)?;
+    let client = gateway.pool.get().await.map_err(ApiError::internal)?;
+    crate::db::preferences::replace(&client, caller.user_id(), &wanted)
+        .await
+        .map_err(ApiError::internal)?;
+    let preferences = crate::db::preferences::list(&client, caller.user_id())
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(Preferences { preferences }))
+}
+
+/// A `PUT /api/preferences` body, checked: each pattern and channel valid,
+/// no (pattern, channel) twice, at most 100.
+fn parse_preferences(body: &[u8]) -> Result<Vec<crate::preferences::Preference>, String> {
+    use crate::gateway::inbox_state::{MAX_PREFERENCES, preference};
+    if body.len() > MAX_PREFERENCES_BODY {
+        return Err(format!(
+            "the body is larger than {MAX_PREFERENCES_BODY} bytes"
+        ));
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct Item {
+        kind_pattern: String,
+        channel: String,
+        enabled: bool,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        preferences: Vec<Item>,
+    }
+    let body: Body = serde_json::from_slice(body).map_err(|e| {
+        format!("{e}; expected {{preferences: [{{kindPattern, channel: IN_APP|PUSH, enabled}}]}}")
+    })?;
+    if body.preferences.len() > MAX_PREFERENCES {
+        return Err(format!("at most {MAX_PREFERENCES} preferences"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut wanted = Vec::with_capacity(body.preferences.len());
+    for item in body.preferences {
+        let preference = preference(&item.kind_pattern, &item.channel, item.enabled)?;
+        if !seen.insert((preference.kind_pattern.clone(), preference.channel)) {
+            return Err(format!(
+                "{} for {} appears twice",
+                preference.kind_pattern,
+                preference.channel.as_str()
+            ));
+        }
+        wanted.push(preference);
+    }
+    Ok(wanted)
 }

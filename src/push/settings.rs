@@ -11,9 +11,7 @@ use super::endpoint::EndpointPolicy;
 use super::vapid::VapidKey;
 use crate::config::ConfigError;
 use crate::config::values::{duration, positive_duration, size};
-
-/// The importances, lowest first (`herald.notifications.importance`).
-pub const IMPORTANCES: [&str; 4] = ["low", "normal", "high", "urgent"];
+use crate::names::IMPORTANCE;
 
 #[derive(Debug, Clone, Args)]
 pub struct PushArgs {
@@ -47,7 +45,7 @@ pub struct PushConfig {
     pub key: Arc<VapidKey>,
     pub subject: String,
     pub delay: Duration,
-    /// The lowest importance pushed, one of [`IMPORTANCES`].
+    /// The lowest importance pushed, one of [`IMPORTANCE`].
     pub min_importance: String,
     pub ttl: Duration,
     pub endpoints: EndpointPolicy,
@@ -106,7 +104,7 @@ fn subject(raw: &str) -> Result<String, String> {
 
 fn importance(raw: &str) -> Result<String, String> {
     let raw = raw.trim();
-    if IMPORTANCES.contains(&raw) {
+    if IMPORTANCE.contains(&raw) {
         Ok(raw.to_owned())
     } else {
         Err(format!("{raw:?} is not one of low, normal, high, urgent"))

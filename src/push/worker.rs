@@ -167,7 +167,7 @@ impl Worker {
                 )
                 .await?;
         }
-        let min_importance = super::settings::IMPORTANCES
+        let min_importance = crate::names::IMPORTANCE
             .iter()
             .position(|i| *i == self.config.min_importance)
             .map_or(2, |index| index as i32 + 1);

@@ -382,3 +382,311 @@ async fn two_instances_log_one_wake_up_and_each_shows_it_once() {
         .get(0);
     assert_eq!(woke, 1, "one instance claimed the wake-up");
 }
+
+async fn http(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    user: Uuid,
+    body: Option<Value>,
+) -> (reqwest::StatusCode, Value) {
+    let mut request = reqwest::Client::new()
+        .request(method, app.url(path))
+        .bearer_auth(app.token(user));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn archive_and_preferences_over_http_write_what_the_socket_events_do() {
+    use reqwest::{Method, StatusCode};
+    let app = TestApp::spawn().await;
+    let user = app.user("Ada", "USER", None).await;
+    let other = app.user("Bob", "USER", None).await;
+    let mut phone = online(&app, user).await;
+    let id = app.notify(user, "to archive").await;
+    phone.wait_for("notification:new").await;
+
+    let (status, body) = http(
+        &app,
+        Method::POST,
+        &format!("/api/notifications/{id}/archive"),
+        user,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["notificationId"], id.to_string());
+    assert!(body["archivedAt"].is_string());
+    let archived = phone.wait_for("notification:archived").await;
+    assert_eq!(archived["archivedAt"], body["archivedAt"]);
+    let path = format!("/api/notifications/{id}/archive");
+    assert_eq!(
+        http(&app, Method::POST, &path, other, None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, _) = http(
+        &app,
+        Method::POST,
+        "/api/notifications/nope/archive",
+        user,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, body) = http(
+        &app,
+        Method::POST,
+        &format!("/api/notifications/{id}/unarchive"),
+        user,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::OK,
+            json!({"success": true, "notificationId": id})
+        )
+    );
+    phone.wait_for("notification:unarchived").await;
+    let (status, body) = http(
+        &app,
+        Method::POST,
+        "/api/notifications/archive-read",
+        user,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, json!({"success": true, "count": 1}))
+    );
+
+    let list = json!({"preferences": [
+        {"kindPattern": "order.*", "channel": "IN_APP", "enabled": false},
+        {"kindPattern": "*", "channel": "PUSH", "enabled": false},
+    ]});
+    let (status, body) = http(&app, Method::PUT, "/api/preferences", user, Some(list)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let stored = json!({"preferences": [
+        {"kindPattern": "*", "channel": "PUSH", "enabled": false},
+        {"kindPattern": "order.*", "channel": "IN_APP", "enabled": false},
+    ]});
+    assert_eq!(body, stored);
+    let pushed = phone.wait_for("preferences:updated").await;
+    assert_eq!(pushed["preferences"], stored["preferences"]);
+    for bad in [
+        json!({"preferences": [{"kindPattern": "Order", "channel": "IN_APP", "enabled": true}]}),
+        json!({"preferences": [{"kindPattern": "order", "channel": "SMS", "enabled": true}]}),
+        json!({"preferences": [
+            {"kindPattern": "order", "channel": "PUSH", "enabled": true},
+            {"kindPattern": "order", "channel": "PUSH", "enabled": false},
+        ]}),
+        json!({"preferences": (0..101).map(|i| json!({"kindPattern": format!("k{i}"), "channel": "PUSH", "enabled": true})).collect::<Vec<_>>()}),
+        json!({"list": []}),
+    ] {
+        let (status, body) = http(
+            &app,
+            Method::PUT,
+            "/api/preferences",
+            user,
+            Some(bad.clone()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_payload");
+    }
+    let (status, body) = http(&app, Method::GET, "/api/preferences", user, None).await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, stored),
+        "nothing written by a refused PUT"
+    );
+    let (_, body) = http(
+        &app,
+        Method::PUT,
+        "/api/preferences",
+        user,
+        Some(json!({"preferences": []})),
+    )
+    .await;
+    assert_eq!(body, json!({"preferences": []}));
+}
+
+/// The ids of a page, from a socket's ack or REST's body.
+fn ids(page: &Value) -> Vec<Value> {
+    page["items"]
+        .as_array()
+        .map(|items| items.iter().map(|item| item["id"].clone()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn lists_show_one_shelf_through_filters_alike_on_the_socket_and_http() {
+    use reqwest::{Method, StatusCode};
+    let app = TestApp::spawn().await;
+    let user = app.user("Ada", "USER", None).await;
+    let phone = online(&app, user).await;
+    let shipped = notify_kind(&app.pg, user, "order.shipped", "normal").await;
+    let late = notify_kind(&app.pg, user, "order.late", "urgent").await;
+    let due = notify_kind(&app.pg, user, "billing.due", "high").await;
+    let mention = notify_kind(&app.pg, user, "mention.pr", "low").await;
+    let ack = phone
+        .ack("mark.archived", Some(json!({"notificationId": shipped})))
+        .await;
+    assert_eq!(ack["success"], true, "{ack}");
+    let until = herald::wire::rfc3339(time::OffsetDateTime::now_utc() + time::Duration::hours(1));
+    let ack = phone
+        .ack(
+            "mark.snoozed",
+            Some(json!({"notificationId": due, "until": until})),
+        )
+        .await;
+    assert_eq!(ack["success"], true, "{ack}");
+    let ack = phone
+        .ack(
+            "preferences.set",
+            Some(json!({"kindPattern": "mention.*", "channel": "IN_APP", "enabled": false})),
+        )
+        .await;
+    assert_eq!(ack["success"], true, "{ack}");
+
+    // Each case: the socket's options, REST's query, the ids listed.
+    let cases = [
+        (json!({}), "", vec![json!(mention), json!(late)]),
+        (
+            json!({"archived": true}),
+            "archived=true",
+            vec![json!(shipped)],
+        ),
+        (json!({"snoozed": true}), "snoozed=true", vec![json!(due)]),
+        (
+            json!({"kinds": ["order.*"]}),
+            "kinds=order.*",
+            vec![json!(late)],
+        ),
+        (
+            json!({"kinds": ["mention.pr", "order.*"], "importance": ["low", "normal"]}),
+            "kinds=mention.pr,order.*&importance=low,normal",
+            vec![json!(mention)],
+        ),
+        (
+            json!({"archived": true, "kinds": ["billing.*"]}),
+            "archived=true&kinds=billing.*",
+            vec![],
+        ),
+        (
+            json!({"importance": ["high", "urgent"], "unreadOnly": true}),
+            "importance=high,urgent&unread=true",
+            vec![json!(late)],
+        ),
+    ];
+    for (options, query, expected) in cases {
+        let ack = phone.ack("notifications.list", Some(options.clone())).await;
+        assert_eq!(ack["success"], true, "{options}: {ack}");
+        assert_eq!(ids(&ack), expected, "{options}");
+        let (status, body) = http(
+            &app,
+            Method::GET,
+            &format!("/api/notifications?{query}"),
+            user,
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{query}: {body}");
+        assert_eq!(body["items"], ack["items"], "{query}: the same page");
+    }
+
+    // Each item says where it is and whether it is muted.
+    let all = |ack: Value| ack["items"][0].clone();
+    let archived = all(phone
+        .ack("notifications.list", Some(json!({"archived": true})))
+        .await);
+    assert!(
+        archived["archivedAt"].is_string() && archived["readAt"].is_string(),
+        "{archived}"
+    );
+    assert_eq!(
+        (archived["snoozedUntil"].clone(), archived["muted"].clone()),
+        (Value::Null, json!(false))
+    );
+    let snoozed = all(phone
+        .ack("notifications.list", Some(json!({"snoozed": true})))
+        .await);
+    assert!(snoozed["snoozedUntil"].is_string(), "{snoozed}");
+    assert_eq!(snoozed["readAt"], Value::Null);
+    let muted = all(phone
+        .ack("notifications.list", Some(json!({"kinds": ["mention.*"]})))
+        .await);
+    assert_eq!(muted["muted"], true, "{muted}");
+
+    for (options, query) in [
+        (
+            json!({"archived": true, "snoozed": true}),
+            "archived=true&snoozed=true",
+        ),
+        (json!({"kinds": []}), "kinds="),
+        (json!({"kinds": ["Order.*"]}), "kinds=Order.*"),
+        (json!({"importance": ["loud"]}), "importance=loud"),
+        (json!({"archived": "yes"}), "archived=yes"),
+    ] {
+        let ack = phone.ack("notifications.list", Some(options.clone())).await;
+        assert_eq!(code(&ack), "invalid_payload", "{options}: {ack}");
+        let (status, body) = http(
+            &app,
+            Method::GET,
+            &format!("/api/notifications?{query}"),
+            user,
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_payload", "{query}");
+    }
+}
+
+#[tokio::test]
+async fn a_user_keeps_at_most_a_hundred_preferences() {
+    let app = TestApp::spawn().await;
+    let user = app.user("Ada", "USER", None).await;
+    let phone = online(&app, user).await;
+    for i in 0..100 {
+        let ack = phone
+            .ack(
+                "preferences.set",
+                Some(json!({"kindPattern": format!("kind{i}.*"), "channel": "IN_APP", "enabled": false})),
+            )
+            .await;
+        assert_eq!(ack["success"], true, "preference {i}: {ack}");
+    }
+    let refused = phone
+        .ack(
+            "preferences.set",
+            Some(json!({"kindPattern": "kind100.*", "channel": "IN_APP", "enabled": false})),
+        )
+        .await;
+    assert_eq!(code(&refused), "invalid_payload", "{refused}");
+    // Changing one already kept is not a new one.
+    let ack = phone
+        .ack(
+            "preferences.set",
+            Some(json!({"kindPattern": "kind7.*", "channel": "IN_APP", "enabled": true})),
+        )
+        .await;
+    assert_eq!(ack["success"], true, "{ack}");
+    let kept: i64 = app
+        .pg
+        .query_one(
+            "select count(*) from herald.notification_preferences where user_id = $1",
+            &[&user],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 100);
+}
