@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::client::{Connect, SioClient, connect};
-use crate::helpers::{HeraldProcess, TestApp, TestDb, insert_user};
+use crate::helpers::{HeraldProcess, TestApp, TestDb, insert_user, resume};
 
 async fn online(app: &TestApp, user: Uuid) -> SioClient {
     let mut client = connect(app.address, Connect::token(&app.token(user)))
@@ -689,4 +689,160 @@ async fn a_user_keeps_at_most_a_hundred_preferences() {
         .unwrap()
         .get(0);
     assert_eq!(kept, 100);
+}
+
+#[tokio::test]
+async fn a_resume_replays_every_inbox_state_change_in_order() {
+    let app = TestApp::spawn().await;
+    let user = app.user("Ada", "USER", None).await;
+    let mut phone = online(&app, user).await;
+    let archived = notify_kind(&app.pg, user, "order.shipped", "normal").await;
+    let snoozed = notify_kind(&app.pg, user, "billing.due", "normal").await;
+    phone.wait_for("notification:new").await;
+    let position = phone.wait_for("notification:new").await["eventId"]
+        .as_str()
+        .expect("eventId")
+        .to_owned();
+    phone.close();
+    drop(phone);
+
+    // Written in SQL while the user is away, as a DBA or producer may.
+    for statement in [
+        "insert into herald.notification_archived (notification_id, user_id) values ($1, $2)",
+        "delete from herald.notification_archived where notification_id = $1 and user_id = $2",
+    ] {
+        app.pg
+            .execute(statement, &[&archived, &user])
+            .await
+            .unwrap();
+    }
+    for statement in [
+        "insert into herald.notification_snoozed (notification_id, user_id, until)
+         values ($1, $2, now() + interval '1 hour')",
+        "delete from herald.notification_snoozed where notification_id = $1 and user_id = $2",
+    ] {
+        app.pg.execute(statement, &[&snoozed, &user]).await.unwrap();
+    }
+    app.pg
+        .execute(
+            "insert into herald.notification_preferences (user_id, kind_pattern, channel, enabled)
+             values ($1, 'order.*', 'PUSH', false)",
+            &[&user],
+        )
+        .await
+        .unwrap();
+    let marker = notify_kind(&app.pg, user, "general", "normal").await;
+
+    let mut tablet = resume(&app, user, &position).await;
+    let replayed: Vec<(String, Value)> = tablet
+        .before(marker)
+        .await
+        .into_iter()
+        .map(|(event, data)| {
+            let about = data
+                .get("notificationId")
+                .or_else(|| data.get("id"))
+                .or_else(|| data.get("preferences"))
+                .cloned()
+                .unwrap_or(Value::Null);
+            (event, about)
+        })
+        .collect();
+    let (a, s) = (json!(archived), json!(snoozed));
+    let pushed = json!([{"kindPattern": "order.*", "channel": "PUSH", "enabled": false}]);
+    assert_eq!(
+        replayed,
+        vec![
+            ("notification:read".to_owned(), a.clone()),
+            ("notification:archived".to_owned(), a.clone()),
+            ("notification:unarchived".to_owned(), a),
+            ("notification:snoozed".to_owned(), s.clone()),
+            ("notification:new".to_owned(), s),
+            ("preferences:updated".to_owned(), pushed),
+        ],
+        "every change, once, in the log's order"
+    );
+    // The snooze ended early and the archived one was read: the snoozed
+    // one and the marker are unread.
+    assert_eq!(
+        tablet.expect("notification:count").await,
+        json!({"count": 2})
+    );
+    tablet.expect("connection:success").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbox_state_written_through_one_instance_reaches_sockets_on_another() {
+    let db = TestDb::migrated().await;
+    let pg = db.client().await;
+    let first = HeraldProcess::spawn(&db.url, &[]);
+    let second = HeraldProcess::spawn(&db.url, &[]);
+    first.wait_ready().await;
+    second.wait_ready().await;
+    let user = insert_user(&pg, "Ada", "USER", None).await;
+    let jwt = herald::auth::JwtConfig::hs256(crate::helpers::SECRET.as_bytes());
+    let token = jwt.sign(user, Duration::from_secs(600)).unwrap();
+    let mut writer = connect(first.address, Connect::token(&token))
+        .await
+        .unwrap();
+    let mut watcher = connect(second.address, Connect::token(&token))
+        .await
+        .unwrap();
+    writer.connected().await;
+    watcher.connected().await;
+    let archived = notify_kind(&pg, user, "order.shipped", "normal").await;
+    let snoozed = notify_kind(&pg, user, "billing.due", "normal").await;
+    for client in [&mut writer, &mut watcher] {
+        client.settles_at(2).await;
+    }
+    let watched = watcher
+        .ack(
+            "counts.watch",
+            Some(json!({"views": {"orders": {"kinds": ["order.*"]}}})),
+        )
+        .await;
+    assert_eq!(watched, json!({"success": true, "counts": {"orders": 1}}));
+
+    let ack = writer
+        .ack("mark.archived", Some(json!({"notificationId": archived})))
+        .await;
+    assert_eq!(ack["success"], true, "{ack}");
+    let pushed = watcher.wait_for("notification:archived").await;
+    assert_eq!(pushed["archivedAt"], ack["archivedAt"]);
+    assert_eq!(
+        watcher.wait_for("notification:counts").await,
+        json!({"counts": {"orders": 0}})
+    );
+
+    let until = herald::wire::rfc3339(time::OffsetDateTime::now_utc() + time::Duration::hours(1));
+    let ack = writer
+        .ack(
+            "mark.snoozed",
+            Some(json!({"notificationId": snoozed, "until": until})),
+        )
+        .await;
+    assert_eq!(ack["success"], true, "{ack}");
+    let pushed = watcher.wait_for("notification:snoozed").await;
+    assert_eq!(pushed["notificationId"], json!(snoozed));
+    watcher.settles_at(0).await;
+    let ack = writer
+        .ack("mark.unsnoozed", Some(json!({"notificationId": snoozed})))
+        .await;
+    assert_eq!(ack["success"], true, "{ack}");
+    assert_eq!(
+        watcher.wait_for("notification:new").await["id"],
+        json!(snoozed)
+    );
+    watcher.settles_at(1).await;
+
+    let ack = writer
+        .ack(
+            "preferences.set",
+            Some(json!({"kindPattern": "billing.*", "channel": "IN_APP", "enabled": false})),
+        )
+        .await;
+    assert_eq!(ack["success"], true, "{ack}");
+    let pushed = watcher.wait_for("preferences:updated").await;
+    assert_eq!(pushed["preferences"], ack["preferences"]);
+    watcher.settles_at(0).await;
 }
