@@ -180,6 +180,67 @@ async fn an_offline_user_gets_one_push_per_subscription_with_what_it_says() {
 }
 
 #[tokio::test]
+async fn a_kind_muted_for_push_is_never_sent_unless_urgent_and_in_app_muting_leaves_push_alone() {
+    let (app, service, _) = setup(Duration::from_millis(200)).await;
+    let ada = app.user("Ada", "USER", None).await;
+    subscribe(&app, &service, ada, "phone").await;
+    app.pg
+        .execute(
+            "insert into herald.notification_preferences (user_id, kind_pattern, channel, enabled)
+             values ($1, 'order.*', 'PUSH', false), ($1, 'order.late', 'PUSH', true),
+                    ($1, 'billing.*', 'IN_APP', false)",
+            &[&ada],
+        )
+        .await
+        .unwrap();
+    let notify = |kind: &'static str, importance: &'static str| {
+        let pg = &app.pg;
+        async move {
+            pg.query_one(
+                "insert into herald.notifications (user_id, title, kind, importance)
+                 values ($1, $2, $2, $3) returning id",
+                &[&ada, &kind, &importance],
+            )
+            .await
+            .unwrap()
+            .get::<_, Uuid>(0)
+        }
+    };
+    let muted = notify("order.shipped", "high").await;
+    let urgent = notify("order.cancelled", "urgent").await;
+    let exact = notify("order.late", "normal").await;
+    let in_app_only = notify("billing.due", "normal").await;
+    until("all four to be decided", || async {
+        decided(&app.pg, muted).await
+            && decided(&app.pg, urgent).await
+            && decided(&app.pg, exact).await
+            && decided(&app.pg, in_app_only).await
+    })
+    .await;
+    assert!(
+        sends(&app.pg, muted).await.is_empty(),
+        "order.* is muted for PUSH"
+    );
+    let received = service.wait_for(3).await;
+    let mut pushed: Vec<String> = received
+        .iter()
+        .map(|push| push.body["notification"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    pushed.sort();
+    let mut expected = vec![
+        urgent.to_string(),
+        exact.to_string(),
+        in_app_only.to_string(),
+    ];
+    expected.sort();
+    assert_eq!(
+        pushed, expected,
+        "urgent ignores preferences, the exact kind beats order.*, and IN_APP muting is not PUSH muting"
+    );
+    assert_eq!(push_row(&app.pg, muted, ada).await, None);
+}
+
+#[tokio::test]
 async fn a_user_whose_socket_got_it_or_who_read_it_in_time_gets_no_push() {
     let (app, service, _) = setup(Duration::from_secs(2)).await;
     let (online, reader) = (
