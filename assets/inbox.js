@@ -4,12 +4,28 @@
 // reconnects, so nothing is missed across a dropped connection.
 (() => {
   const $ = (id) => document.getElementById(id);
-  const items = new Map(); // id -> notification with readAt
+  const items = new Map(); // id -> notification with readAt, of the open tab
   let lastEventId = null;
   let socket = null;
 
   const fromHash = new URLSearchParams(location.hash.slice(1)).get('token');
   let token = fromHash || sessionStorage.getItem('herald.token');
+
+  // The tabs: what notifications.list is asked for, and which count the
+  // label shows: the unread count, the tab's view (watched with
+  // counts.watch under the tab's name, with the list's filters), or none.
+  const TABS = [
+    { name: 'all', label: 'All', list: {}, count: 'unread' },
+    { name: 'unread', label: 'Unread', list: { unreadOnly: true }, count: 'unread' },
+    { name: 'mentions', label: 'Mentions', list: { kinds: ['mention.*'] }, count: 'view' },
+    { name: 'urgent', label: 'Urgent', list: { importance: ['urgent', 'high'] }, count: 'view' },
+    { name: 'archived', label: 'Archived', list: { archived: true } },
+  ];
+  const views = Object.fromEntries(TABS.filter((t) => t.count === 'view').map((t) => [t.name, t.list]));
+  const counts = { unread: 0 };
+  const CHANNELS = { IN_APP: 'In app', PUSH: 'Push' };
+  const HOUR = 60 * 60 * 1000;
+  let tab = TABS[0];
 
   function setStatus(text, kind) {
     $('status').textContent = text;
@@ -20,11 +36,51 @@
     $('unread-count').textContent = String(count);
     $('unread-count').classList.toggle('zero', count === 0);
     document.title = count ? `(${count}) herald · inbox` : 'herald · inbox';
+    counts.unread = count;
+    showCounts();
+  }
+
+  function showCounts() {
+    for (const t of TABS.filter((t) => t.count)) {
+      $(`tab-${t.name}`).querySelector('.count').textContent = String(counts[t.count === 'view' ? t.name : 'unread'] ?? 0);
+    }
+  }
+
+  // Every request is answered by its ack; no answer reads as a failure.
+  function ask(event, payload) {
+    return socket.timeout(5000).emitWithAck(event, payload)
+      .catch(() => ({ success: false, error: { code: 'timeout', message: 'herald did not answer' } }));
+  }
+
+  // A failure the user should see, or none.
+  function notice(element, ack) {
+    $(element).hidden = !ack || ack.success;
+    $(element).textContent = ack && !ack.success ? ack.error.message : '';
   }
 
   function when(iso) {
     const at = new Date(iso);
     return at.toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+  }
+
+  // Whether a notification pushed as new (so unread, not archived) belongs
+  // in the open tab. A kind pattern is a kind, a prefix and `.*`, or `*`.
+  function belongs(n) {
+    const { kinds, importance, archived } = tab.list;
+    const matches = (p) => p === '*' || p === n.kind || (p.endsWith('.*') && n.kind.startsWith(p.slice(0, -1)));
+    return !archived && (!kinds || kinds.some(matches)) && (!importance || importance.includes(n.importance));
+  }
+
+  function button(label, name, run) {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.textContent = label;
+    b.setAttribute('aria-label', name);
+    b.addEventListener('click', (event) => {
+      event.stopPropagation(); // not a click on the item, which reads it
+      run();
+    });
+    return b;
   }
 
   function render() {
@@ -47,20 +103,36 @@
       const title = document.createElement('div');
       title.className = 'title';
       title.textContent = n.title;
-      if (n.importance === 'high' || n.importance === 'urgent') {
+      for (const [shown, text] of [[n.importance === 'high' || n.importance === 'urgent', n.importance], [n.muted, 'muted']]) {
+        if (!shown) continue;
         const tag = document.createElement('span');
-        tag.className = `tag ${n.importance}`;
-        tag.textContent = n.importance;
+        tag.className = `tag ${text}`;
+        tag.textContent = text;
         title.append(tag);
       }
       const message = document.createElement('div');
       message.className = 'message';
       message.textContent = n.message;
       body.append(title, message);
+      const side = document.createElement('div');
+      side.className = 'side';
       const time = document.createElement('time');
       time.dateTime = n.createdAt;
       time.textContent = when(n.createdAt);
-      li.append(dot, body, time);
+      const actions = document.createElement('span');
+      actions.className = 'item-actions';
+      if (tab.list.archived) {
+        actions.append(button('Unarchive', `Unarchive ${n.title}`, () => act('mark.unarchived', { notificationId: n.id })));
+      } else {
+        actions.append(button('Archive', `Archive ${n.title}`, () => act('mark.archived', { notificationId: n.id })));
+        if (!n.readAt) {
+          const until = () => new Date(Date.now() + HOUR).toISOString();
+          actions.append(button('Snooze 1 h', `Snooze ${n.title} for an hour`,
+            () => act('mark.snoozed', { notificationId: n.id, until: until() })));
+        }
+      }
+      side.append(time, actions);
+      li.append(dot, body, side);
       li.addEventListener('click', () => markRead(n.id));
       list.append(li);
     }
@@ -68,14 +140,133 @@
     $('summary').textContent = `${sorted.length} notification${sorted.length === 1 ? '' : 's'}, ${unread} unread`;
   }
 
+  // Lists the open tab. A change pushed while a list is on its way may be
+  // missing from it: then it lists again.
+  let loading = false;
+  let stale = false;
+  async function load() {
+    if (loading) {
+      stale = true;
+      return;
+    }
+    loading = true;
+    do {
+      stale = false;
+      const page = await ask('notifications.list', { limit: 50, ...tab.list });
+      if (page.success && !stale) {
+        items.clear();
+        for (const n of page.items) items.set(n.id, n);
+        render();
+      }
+    } while (stale);
+    loading = false;
+  }
+
+  // A change pushed by herald, applied to what is shown.
+  function changed() {
+    if (loading) stale = true;
+    render();
+  }
+
+  function select(next) {
+    tab = next;
+    for (const t of TABS) {
+      const b = $(`tab-${t.name}`);
+      b.setAttribute('aria-selected', String(t === tab));
+      b.tabIndex = t === tab ? 0 : -1;
+    }
+    $('list').setAttribute('aria-labelledby', `tab-${tab.name}`);
+    items.clear();
+    render();
+    if (socket && socket.connected) load();
+  }
+
+  for (const t of TABS) {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.id = `tab-${t.name}`;
+    b.setAttribute('role', 'tab');
+    b.setAttribute('aria-controls', 'list');
+    b.textContent = t.label;
+    if (t.count) {
+      const count = document.createElement('span');
+      count.className = 'count';
+      count.textContent = '0';
+      b.append(' ', count);
+    }
+    b.addEventListener('click', () => select(t));
+    $('tabs').append(b);
+  }
+  $('tabs').addEventListener('keydown', (event) => {
+    const step = { ArrowRight: 1, ArrowLeft: -1 }[event.key];
+    if (!step) return;
+    select(TABS[(TABS.indexOf(tab) + step + TABS.length) % TABS.length]);
+    $(`tab-${tab.name}`).focus();
+  });
+  select(tab);
+
+  function readHere(id, readAt) {
+    const n = items.get(id);
+    if (!n) return;
+    n.readAt = n.readAt || readAt;
+    if (tab.list.unreadOnly) items.delete(id);
+  }
+
   async function markRead(id) {
     const n = items.get(id);
     if (!n || n.readAt) return;
-    const ack = await socket.timeout(5000).emitWithAck('mark.read', { notificationId: id }).catch(() => null);
-    if (ack && ack.success) {
-      n.readAt = ack.readAt;
+    const ack = await ask('mark.read', { notificationId: id });
+    if (ack.success) {
+      readHere(id, ack.readAt);
       render();
     }
+  }
+
+  // Archive, unarchive or snooze: each takes the notification out of the
+  // open tab, here at once and on every other device by its push.
+  async function act(event, payload) {
+    const ack = await ask(event, payload);
+    notice('notice', ack);
+    if (ack.success) {
+      items.delete(payload.notificationId);
+      render();
+    }
+  }
+
+  function showPreferences(preferences) {
+    const list = $('preference-list');
+    list.replaceChildren();
+    if (!preferences.length) {
+      const li = document.createElement('li');
+      li.className = 'empty';
+      li.textContent = 'None: every kind is on.';
+      list.append(li);
+    }
+    for (const p of preferences) {
+      const li = document.createElement('li');
+      li.className = `preference${p.enabled ? '' : ' off'}`;
+      li.dataset.pattern = p.kindPattern;
+      li.dataset.channel = p.channel;
+      const what = document.createElement('code');
+      what.textContent = p.kindPattern;
+      const channel = document.createElement('span');
+      channel.textContent = CHANNELS[p.channel] || p.channel;
+      const state = document.createElement('span');
+      state.className = 'state';
+      state.textContent = p.enabled ? 'on' : 'off';
+      const toggle = button(p.enabled ? 'Turn off' : 'Turn on',
+        `Turn ${p.kindPattern} ${p.enabled ? 'off' : 'on'} for ${channel.textContent}`,
+        () => setPreference({ kindPattern: p.kindPattern, channel: p.channel, enabled: !p.enabled }));
+      li.append(what, channel, state, toggle);
+      list.append(li);
+    }
+  }
+
+  async function setPreference(payload) {
+    const ack = await ask('preferences.set', payload);
+    notice('pref-error', ack);
+    if (ack.success) showPreferences(ack.preferences);
+    return ack.success;
   }
 
   function connect() {
@@ -86,6 +277,8 @@
       // A function, so every reconnect sends the latest position.
       auth: (cb) => cb({ token, lastEventId }),
     });
+    // Live events move the position once connection:success has set it.
+    const track = (eventId) => { if (eventId && socket.synced) lastEventId = eventId; };
     socket.on('connect_error', (err) => {
       setStatus(`refused: ${err.message}`, 'error');
       if (['missing_token', 'invalid_token', 'token_expired', 'user_not_found', 'user_inactive'].includes(err.message)) {
@@ -99,24 +292,47 @@
       socket.synced = false;
       setStatus('reconnecting…');
     });
-    socket.on('sync:reset', () => { items.clear(); render(); });
+    socket.on('sync:reset', () => { items.clear(); changed(); });
     socket.on('notification:new', (n) => {
-      if (!items.has(n.id)) items.set(n.id, { ...n, readAt: null });
-      if (n.eventId && socket.synced) lastEventId = n.eventId;
-      render();
+      if (belongs(n) && !items.has(n.id)) items.set(n.id, { ...n, readAt: null });
+      track(n.eventId);
+      changed();
     });
     socket.on('notification:read', ({ notificationId, readAt, eventId }) => {
-      const n = items.get(notificationId);
-      if (n) n.readAt = readAt;
-      lastEventId = eventId;
-      render();
+      readHere(notificationId, readAt);
+      track(eventId);
+      changed();
     });
     socket.on('notification:retracted', ({ notificationId, eventId }) => {
       items.delete(notificationId);
-      lastEventId = eventId;
-      render();
+      track(eventId);
+      changed();
+    });
+    // Archived and unarchived ones move between the Archived tab and the
+    // others; the tab they arrive in lists again to show them.
+    socket.on('notification:archived', ({ notificationId, eventId }) => {
+      track(eventId);
+      if (tab.list.archived) load(); else { items.delete(notificationId); changed(); }
+    });
+    socket.on('notification:unarchived', ({ notificationId, eventId }) => {
+      track(eventId);
+      if (tab.list.archived) { items.delete(notificationId); changed(); } else load();
+    });
+    socket.on('notification:snoozed', ({ notificationId, eventId }) => {
+      items.delete(notificationId);
+      track(eventId);
+      changed();
+    });
+    socket.on('preferences:updated', ({ preferences, eventId }) => {
+      showPreferences(preferences);
+      track(eventId);
+      load(); // what is muted changed
     });
     socket.on('notification:count', ({ count }) => setCount(count));
+    socket.on('notification:counts', ({ counts: latest }) => {
+      Object.assign(counts, latest);
+      showCounts();
+    });
     socket.on('session:expired', () => setStatus('session expired', 'error'));
     socket.on('connection:success', async (hello) => {
       socket.synced = true;
@@ -126,11 +342,14 @@
       setStatus('live', 'connected');
       if (!document.body.dataset.push) offerPush();
       // History, read ones included; live events keep it current from here.
-      const page = await socket.timeout(5000).emitWithAck('notifications.list', { limit: 50 }).catch(() => null);
-      if (page && page.success) {
-        for (const n of page.items) items.set(n.id, n);
-        render();
+      load();
+      const watched = await ask('counts.watch', { views });
+      if (watched.success) {
+        Object.assign(counts, watched.counts);
+        showCounts();
       }
+      const kept = await ask('preferences.get', {});
+      if (kept.success) showPreferences(kept.preferences);
     });
   }
 
@@ -205,12 +424,27 @@
   $('enable-push').addEventListener('click', enablePush);
 
   $('mark-all').addEventListener('click', async () => {
-    const ack = await socket.timeout(5000).emitWithAck('mark.all_read', {}).catch(() => null);
-    if (ack && ack.success) {
-      for (const n of items.values()) n.readAt = n.readAt || new Date().toISOString();
+    const ack = await ask('mark.all_read', {});
+    notice('notice', ack);
+    if (ack.success) {
+      for (const id of [...items.keys()]) readHere(id, new Date().toISOString());
       render();
     }
   });
+
+  // Each one archived arrives as notification:archived, here too.
+  $('archive-read').addEventListener('click', async () => notice('notice', await ask('archive.all_read', {})));
+
+  $('preference-form').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const saved = await setPreference({
+      kindPattern: $('pref-kind').value.trim(),
+      channel: $('pref-channel').value,
+      enabled: $('pref-enabled').checked,
+    });
+    if (saved) $('pref-kind').value = '';
+  });
+  $('pref-reset').addEventListener('click', () => setPreference({ reset: true }));
 
   $('login').addEventListener('submit', (event) => {
     event.preventDefault();
