@@ -93,6 +93,108 @@ test('mark all read clears the badge, and the page loads nothing from elsewhere'
   await page.close();
 });
 
+// The text of a tab's count; '' for a tab that shows none.
+function tabCount(page, name) {
+  return page.evaluate((tab) => {
+    const count = document.querySelector(`#tab-${tab} .count`);
+    return count ? count.textContent : '';
+  }, name);
+}
+
+// Waits until the tabs show these counts.
+async function countsAre(page, expected) {
+  await page.waitForFunction((want) => Object.entries(want).every(
+    ([tab, count]) => document.querySelector(`#tab-${tab} .count`)?.textContent === String(count),
+  ), expected, { timeout: 5000 });
+}
+
+const item = (page, title) => page.locator('#list li.item', { hasText: title });
+
+test('tabs count their views; archive, snooze and a muted kind change them live', async (t) => {
+  const linus = await herald.user('Linus Pauling');
+  const inserted = [
+    ['Ada mentioned you', 'mention.comment', 'normal'],
+    ['Bob mentioned you', 'mention.review', 'high'],
+    ['Disk almost full', 'ops.alert', 'urgent'],
+    ['Your order shipped', 'order.shipped', 'normal'],
+    ['Weekly digest', 'digest', 'low'],
+  ];
+  for (const [title, kind, importance] of inserted) {
+    await herald.pg.query(
+      'insert into herald.notifications (user_id, title, kind, importance) values ($1, $2, $3, $4)',
+      [linus, title, kind, importance],
+    );
+  }
+  const token = herald.token(linus);
+  const page = await open(token);
+  const other = await open(token); // another device of the same user
+  try {
+    // Five unread, two of them mentions, two high or urgent.
+    await countsAre(page, { all: 5, unread: 5, mentions: 2, urgent: 2 });
+    assert.equal(await tabCount(page, 'archived'), '');
+    await page.waitForFunction(() => document.querySelectorAll('#list li.item').length === 5, null, { timeout: 5000 });
+    assert.equal(await page.getAttribute('#tab-all', 'aria-selected'), 'true');
+
+    // Archiving here takes it out of All on both devices and reads it.
+    await item(page, 'Your order shipped').getByRole('button', { name: 'Archive Your order shipped' }).click();
+    await item(page, 'Your order shipped').waitFor({ state: 'detached', timeout: 5000 });
+    await item(other, 'Your order shipped').waitFor({ state: 'detached', timeout: 5000 });
+    await countsAre(page, { all: 4, unread: 4, mentions: 2, urgent: 2 });
+    await countsAre(other, { all: 4, unread: 4 });
+    await page.click('#tab-archived');
+    assert.equal(await page.getAttribute('#tab-archived', 'aria-selected'), 'true');
+    assert.equal(await page.getAttribute('#tab-all', 'aria-selected'), 'false');
+    await item(page, 'Your order shipped').getByRole('button', { name: 'Unarchive Your order shipped' }).waitFor({ timeout: 5000 });
+    assert.equal(await page.locator('#list li.item').count(), 1);
+
+    // Snoozed on the other device, it leaves All here.
+    await page.click('#tab-all');
+    await item(page, 'Weekly digest').waitFor({ timeout: 5000 });
+    await item(other, 'Weekly digest').getByRole('button', { name: 'Snooze Weekly digest for an hour' }).click();
+    await item(page, 'Weekly digest').waitFor({ state: 'detached', timeout: 5000 });
+    await countsAre(page, { all: 3, unread: 3, mentions: 2, urgent: 2 });
+
+    // The Mentions tab lists its kinds only.
+    await page.click('#tab-mentions');
+    await item(page, 'Bob mentioned you').waitFor({ timeout: 5000 });
+    await page.waitForFunction(() => document.querySelectorAll('#list li.item').length === 2, null, { timeout: 5000 });
+
+    // Muting mention.* in the app: the counts drop, on the other device too,
+    // and the list marks them muted. High is muted too; only urgent is not.
+    await page.fill('#pref-kind', 'mention.*');
+    await page.selectOption('#pref-channel', 'IN_APP');
+    await page.uncheck('#pref-enabled');
+    await page.click('#preference-form button[type=submit]');
+    await page.waitForSelector('li.preference.off[data-pattern="mention.*"][data-channel="IN_APP"]', { timeout: 5000 });
+    await other.waitForSelector('li.preference.off[data-pattern="mention.*"]', { timeout: 5000 });
+    await countsAre(page, { all: 1, unread: 1, mentions: 0, urgent: 1 });
+    await countsAre(other, { all: 1, mentions: 0, urgent: 1 });
+    await page.waitForFunction(() => document.querySelectorAll('#list li.item .tag.muted').length === 2, null, { timeout: 5000 });
+    const shot = path.join(OUTPUT, 'inbox-tabs.png');
+    await page.screenshot({ path: shot, fullPage: true });
+    console.log(`screenshot: ${shot}`);
+
+    // Turned back on, they count again.
+    await page.getByRole('button', { name: 'Turn mention.* on for In app' }).click();
+    await page.waitForSelector('li.preference:not(.off)[data-pattern="mention.*"]', { timeout: 5000 });
+    await countsAre(page, { all: 3, unread: 3, mentions: 2, urgent: 2 });
+    await page.waitForFunction(() => !document.querySelector('#list li.item .tag.muted'), null, { timeout: 5000 });
+
+    // Reset removes every preference.
+    await page.click('#pref-reset');
+    await page.waitForSelector('#preference-list >> text=every kind is on', { timeout: 5000 });
+    await other.waitForSelector('#preference-list >> text=every kind is on', { timeout: 5000 });
+  } catch (error) {
+    const shot = path.join(OUTPUT, `failure-${Date.now()}.png`);
+    await page.screenshot({ path: shot, fullPage: true }).catch(() => {});
+    t.diagnostic(`screenshot of the failure: ${shot}`);
+    throw error;
+  } finally {
+    await page.close();
+    await other.close();
+  }
+});
+
 test('after the browser sessions, /metrics counts pushes and reads', async () => {
   const text = await (await fetch(`${herald.url}/metrics`)).text();
   const total = (name) => text
