@@ -175,7 +175,7 @@
       b.setAttribute('aria-selected', String(t === tab));
       b.tabIndex = t === tab ? 0 : -1;
     }
-    $('list').setAttribute('aria-labelledby', `tab-${tab.name}`);
+    $('panel').setAttribute('aria-labelledby', `tab-${tab.name}`);
     items.clear();
     render();
     if (socket && socket.connected) load();
@@ -186,7 +186,7 @@
     b.type = 'button';
     b.id = `tab-${t.name}`;
     b.setAttribute('role', 'tab');
-    b.setAttribute('aria-controls', 'list');
+    b.setAttribute('aria-controls', 'panel');
     b.textContent = t.label;
     if (t.count) {
       const count = document.createElement('span');
