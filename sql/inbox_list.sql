@@ -15,7 +15,7 @@ select n.id, n.audience, n.kind, n.importance, n.title, n.message, n.action_url,
        herald.rfc3339(s.seen_at) as read_at,
        herald.rfc3339(a.archived_at) as archived_at,
        herald.rfc3339(z.until) as snoozed_until,
-       not herald.kind_enabled($1, n.kind, n.importance, 'IN_APP') as muted
+       not (select enabled from herald.kind_setting($1, n.kind, n.importance, 'IN_APP')) as muted
   from herald.inbox($1, $2, $3) n
   left join herald.notification_seen s on s.notification_id = n.id and s.user_id = $1
   left join herald.notification_archived a on a.notification_id = n.id and a.user_id = $1

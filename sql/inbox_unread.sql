@@ -14,6 +14,6 @@ select n.id, n.audience, n.kind, n.importance, n.title, n.message, n.action_url,
    and (n.expires_at is null or n.expires_at > now())
    and not exists (select from herald.notification_seen s
                     where s.notification_id = n.id and s.user_id = $1)
-   and herald.shown(n.id, $1, n.kind, n.importance)
+   and (select shown from herald.visibility(n.id, $1, n.kind, n.importance))
  order by n.created_at desc, n.id desc
  limit $4

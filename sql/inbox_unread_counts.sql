@@ -50,7 +50,7 @@ with u as (
      and (n.expires_at is null or n.expires_at > now())
      and not exists (select from herald.notification_seen s
                       where s.notification_id = n.id and s.user_id = u.user_id)
-     and not herald.shown(n.id, u.user_id, n.kind, n.importance)
+     and not (select shown from herald.visibility(n.id, u.user_id, n.kind, n.importance))
    group by u.user_id
 ), read_broadcasts as (
   select u.user_id, count(*) as read

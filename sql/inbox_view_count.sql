@@ -9,6 +9,6 @@ select count(*)
    and (n.expires_at is null or n.expires_at > now())
    and not exists (select from herald.notification_seen s
                     where s.notification_id = n.id and s.user_id = $1)
-   and herald.shown(n.id, $1, n.kind, n.importance)
+   and (select shown from herald.visibility(n.id, $1, n.kind, n.importance))
    and herald.kind_matches(n.kind, $4)
    and ($5::text[] is null or n.importance = any ($5))

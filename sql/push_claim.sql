@@ -18,7 +18,7 @@ with claimable as (
                              and d.channel = 'IN_APP' and d.status in ('SENT', 'DELIVERED'))
           and not exists (select from herald.notification_snoozed z
                            where z.notification_id = p.notification_id and z.user_id = p.user_id)
-          and herald.kind_enabled(p.user_id, n.kind, n.importance, 'PUSH')
+          and (select enabled from herald.kind_setting(p.user_id, n.kind, n.importance, 'PUSH'))
          ) as wanted
     from herald.push_sends p
     join herald.notifications n on n.id = p.notification_id

@@ -1,7 +1,7 @@
 -- Decides, for notifications whose HERALD_PUSH_DELAY has passed, who gets a
 -- push: each addressed, active user with subscriptions who has neither read
 -- it nor received it on a socket (an IN_APP row), has not snoozed it and
--- does not mute its kind for PUSH (herald.kind_enabled), one send per
+-- does not mute its kind for PUSH (herald.kind_setting), one send per
 -- subscription. The due rows are taken (deleted) in the same statement that
 -- plans their sends, and SKIP LOCKED lets instances share the queue without
 -- ever taking the same row: each due notification is decided exactly once.
@@ -46,7 +46,7 @@ planned as (
                         and d.channel = 'IN_APP' and d.status in ('SENT', 'DELIVERED'))
      and not exists (select from herald.notification_snoozed z
                       where z.notification_id = n.id and z.user_id = u.id)
-     and herald.kind_enabled(u.id, n.kind, n.importance, 'PUSH')
+     and (select enabled from herald.kind_setting(u.id, n.kind, n.importance, 'PUSH'))
   on conflict on constraint push_sends_pkey do nothing
   returning 1
 )

@@ -5,9 +5,9 @@
 //! matches `order.shipped` and `order.eu.late`, not `order` or `orders.x`),
 //! or `*`. For a kind, the most specific matching rule decides (the exact
 //! kind, then the longest prefix, then `*`); no rule means enabled, and
-//! urgent notifications ignore preferences. `herald.kind_enabled()`
-//! (migration V8) is the SQL twin; `tests/api/inbox_state.rs` checks that
-//! the two agree.
+//! urgent notifications ignore preferences. `herald.kind_setting()`
+//! (migration V9, which `herald.kind_enabled()` reads) is the SQL twin;
+//! `tests/api/inbox_state.rs` checks that the two agree.
 //!
 //! The same patterns select what a filtered view or list shows
 //! ([`Pattern::matches`]).
