@@ -693,3 +693,48 @@ pub async fn resume_at(
     .await
     .unwrap()
 }
+
+/// Two herald processes on one migrated database, both ready.
+pub struct TwoInstances {
+    /// Kept so the database outlives the instances.
+    _db: TestDb,
+    pub pg: tokio_postgres::Client,
+    pub first: HeraldProcess,
+    pub second: HeraldProcess,
+}
+
+impl TwoInstances {
+    pub async fn start() -> Self {
+        let db = TestDb::migrated().await;
+        let pg = db.client().await;
+        let first = HeraldProcess::spawn(&db.url, &[]);
+        let second = HeraldProcess::spawn(&db.url, &[]);
+        first.wait_ready().await;
+        second.wait_ready().await;
+        Self {
+            _db: db,
+            pg,
+            first,
+            second,
+        }
+    }
+
+    /// A token for `user` that both instances accept, for ten minutes.
+    pub fn token(&self, user: Uuid) -> String {
+        JwtConfig::hs256(SECRET.as_bytes())
+            .sign(user, Duration::from_secs(600))
+            .expect("signs")
+    }
+
+    /// A connected socket of `user` on `instance`.
+    pub async fn online(&self, instance: &HeraldProcess, user: Uuid) -> crate::client::SioClient {
+        let mut socket = crate::client::connect(
+            instance.address,
+            crate::client::Connect::token(&self.token(user)),
+        )
+        .await
+        .expect("connects");
+        socket.connected().await;
+        socket
+    }
+}

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::client::{Connect, SioClient, connect};
-use crate::helpers::{HeraldProcess, TestApp, TestDb, insert_user, resume};
+use crate::helpers::{TestApp, TwoInstances, insert_user, resume};
 
 async fn online(app: &TestApp, user: Uuid) -> SioClient {
     let mut client = connect(app.address, Connect::token(&app.token(user)))
@@ -328,25 +328,13 @@ async fn watched_views_are_counted_and_pushed_when_they_move() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_log_one_wake_up_and_each_shows_it_once() {
-    let db = TestDb::migrated().await;
-    let pg = db.client().await;
-    let first = HeraldProcess::spawn(&db.url, &[]);
-    let second = HeraldProcess::spawn(&db.url, &[]);
-    first.wait_ready().await;
-    second.wait_ready().await;
-    let user = insert_user(&pg, "Ada", "USER", None).await;
-    let jwt = herald::auth::JwtConfig::hs256(crate::helpers::SECRET.as_bytes());
-    let token = jwt.sign(user, Duration::from_secs(600)).unwrap();
-    let mut on_first = connect(first.address, Connect::token(&token))
-        .await
-        .unwrap();
-    let mut on_second = connect(second.address, Connect::token(&token))
-        .await
-        .unwrap();
-    on_first.connected().await;
-    on_second.connected().await;
+    let herald = TwoInstances::start().await;
+    let pg = &herald.pg;
+    let user = insert_user(pg, "Ada", "USER", None).await;
+    let mut on_first = herald.online(&herald.first, user).await;
+    let mut on_second = herald.online(&herald.second, user).await;
 
-    let id = notify_kind(&pg, user, "general", "normal").await;
+    let id = notify_kind(pg, user, "general", "normal").await;
     pg.execute(
         "insert into herald.notification_snoozed (notification_id, user_id, until)
          values ($1, $2, now() + interval '1 second')",
@@ -363,7 +351,7 @@ async fn two_instances_log_one_wake_up_and_each_shows_it_once() {
     }
     // Everything after the wake-up reaches each socket after it: a second
     // notification:new of it would come before the marker's.
-    let marker = notify_kind(&pg, user, "general", "normal").await;
+    let marker = notify_kind(pg, user, "general", "normal").await;
     for client in [&mut on_first, &mut on_second] {
         let before = client.before(marker).await;
         let repeats = before
@@ -773,25 +761,13 @@ async fn a_resume_replays_every_inbox_state_change_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbox_state_written_through_one_instance_reaches_sockets_on_another() {
-    let db = TestDb::migrated().await;
-    let pg = db.client().await;
-    let first = HeraldProcess::spawn(&db.url, &[]);
-    let second = HeraldProcess::spawn(&db.url, &[]);
-    first.wait_ready().await;
-    second.wait_ready().await;
-    let user = insert_user(&pg, "Ada", "USER", None).await;
-    let jwt = herald::auth::JwtConfig::hs256(crate::helpers::SECRET.as_bytes());
-    let token = jwt.sign(user, Duration::from_secs(600)).unwrap();
-    let mut writer = connect(first.address, Connect::token(&token))
-        .await
-        .unwrap();
-    let mut watcher = connect(second.address, Connect::token(&token))
-        .await
-        .unwrap();
-    writer.connected().await;
-    watcher.connected().await;
-    let archived = notify_kind(&pg, user, "order.shipped", "normal").await;
-    let snoozed = notify_kind(&pg, user, "billing.due", "normal").await;
+    let herald = TwoInstances::start().await;
+    let pg = &herald.pg;
+    let user = insert_user(pg, "Ada", "USER", None).await;
+    let mut writer = herald.online(&herald.first, user).await;
+    let mut watcher = herald.online(&herald.second, user).await;
+    let archived = notify_kind(pg, user, "order.shipped", "normal").await;
+    let snoozed = notify_kind(pg, user, "billing.due", "normal").await;
     for client in [&mut writer, &mut watcher] {
         client.settles_at(2).await;
     }

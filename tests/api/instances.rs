@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::client::{Connect, connect};
-use crate::helpers::{HeraldProcess, TestDb, insert_user};
+use crate::helpers::{HeraldProcess, TestDb, TwoInstances, insert_user};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_deliver_once_per_socket_share_reads_and_both_disconnect() {
@@ -130,32 +130,15 @@ async fn two_instances_deliver_once_per_socket_share_reads_and_both_disconnect()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_user_disconnects_their_sockets_on_every_instance() {
-    let db = TestDb::migrated().await;
-    let pg = db.client().await;
-    let first = HeraldProcess::spawn(&db.url, &[]);
-    let second = HeraldProcess::spawn(&db.url, &[]);
-    first.wait_ready().await;
-    second.wait_ready().await;
-    let user = insert_user(&pg, "Ada", "USER", None).await;
-    let bystander = insert_user(&pg, "Bob", "USER", None).await;
-    let jwt = herald::auth::JwtConfig::hs256(crate::helpers::SECRET.as_bytes());
-    let token = jwt.sign(user, Duration::from_secs(600)).unwrap();
-
-    let mut sockets = Vec::new();
-    for instance in [&first, &second] {
-        let mut socket = connect(instance.address, Connect::token(&token))
-            .await
-            .unwrap();
-        socket.connected().await;
-        sockets.push(socket);
-    }
-    let mut other = connect(
-        first.address,
-        Connect::token(&jwt.sign(bystander, Duration::from_secs(600)).unwrap()),
-    )
-    .await
-    .unwrap();
-    other.connected().await;
+    let herald = TwoInstances::start().await;
+    let pg = &herald.pg;
+    let user = insert_user(pg, "Ada", "USER", None).await;
+    let bystander = insert_user(pg, "Bob", "USER", None).await;
+    let sockets = [
+        herald.online(&herald.first, user).await,
+        herald.online(&herald.second, user).await,
+    ];
+    let mut other = herald.online(&herald.first, bystander).await;
 
     pg.execute("delete from herald.users where id = $1", &[&user])
         .await
@@ -173,8 +156,11 @@ async fn deleting_a_user_disconnects_their_sockets_on_every_instance() {
         .unwrap()
         .get(0);
     assert_eq!(other.wait_for("notification:new").await["id"], json!(after));
-    let again = connect(second.address, Connect::token(&token)).await.err();
+    let again = connect(herald.second.address, Connect::token(&herald.token(user)))
+        .await
+        .err();
     assert_eq!(again.as_deref(), Some("user_not_found"));
 
+    let TwoInstances { first, second, .. } = herald;
     assert!(first.terminate() && second.terminate(), "stopped cleanly");
 }
