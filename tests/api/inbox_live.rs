@@ -822,3 +822,59 @@ async fn inbox_state_written_through_one_instance_reaches_sockets_on_another() {
     assert_eq!(pushed["preferences"], ack["preferences"]);
     watcher.settles_at(0).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snooze_that_ended_while_herald_was_down_is_woken_when_it_starts() {
+    let db = crate::helpers::TestDb::migrated().await;
+    let pg = db.client().await;
+    let user = insert_user(&pg, "Ada", "USER", None).await;
+    let id = notify_kind(&pg, user, "general", "normal").await;
+    pg.execute(
+        "insert into herald.notification_snoozed (notification_id, user_id, until)
+         values ($1, $2, now() + interval '300 milliseconds')",
+        &[&id, &user],
+    )
+    .await
+    .unwrap();
+    // No herald runs while the snooze ends, by the database's clock.
+    while !pg
+        .query_one(
+            "select until <= now() from herald.notification_snoozed where notification_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get::<_, bool>(0)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let herald = crate::helpers::HeraldProcess::spawn(&db.url, &[]);
+    herald.wait_ready().await;
+    let token = herald::auth::JwtConfig::hs256(crate::helpers::SECRET.as_bytes())
+        .sign(user, Duration::from_secs(600))
+        .unwrap();
+    let mut tablet = connect(herald.address, Connect::token(&token))
+        .await
+        .unwrap();
+    // Its first pass woke it: shown again, by the pending push or live.
+    let shown = tablet.wait_for("notification:new").await;
+    assert_eq!(shown["id"], json!(id));
+    tablet.settles_at(1).await;
+    let woke: Vec<bool> = pg
+        .query(
+            "select (payload->>'woke')::boolean from herald.events
+              where kind = 'notification.unsnoozed' and notification_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(
+        woke,
+        [true],
+        "one wake-up, logged by the instance that started"
+    );
+}
