@@ -9,7 +9,8 @@ use uuid::Uuid;
 /// one transaction: the batch is sent by binary COPY into the session's
 /// staging table, then moved into `herald.notification_deliveries` by one
 /// insert that skips pairs recorded already and pairs whose notification
-/// or user is gone. Returns the rows written. On error nothing is written.
+/// or user is gone, after the lock that keeps deletes from racing it
+/// (migration V10). Returns the rows written. On error nothing is written.
 #[tracing::instrument(skip_all, fields(rows = sent.len()))]
 pub async fn record_sent(
     client: &mut deadpool_postgres::Client,
@@ -38,6 +39,9 @@ pub async fn record_sent(
             .await?;
     }
     writer.finish().await?;
+    transaction
+        .batch_execute(include_str!("../../sql/delivery_lock_parents.sql"))
+        .await?;
     let insert = transaction
         .prepare_cached(include_str!("../../sql/delivery_record_sent.sql"))
         .await?;

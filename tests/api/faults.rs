@@ -533,12 +533,13 @@ async fn killing_the_delivery_writer_mid_batch_loses_and_doubles_nothing() {
         clients.push(online(&app, user).await);
         users.push(user);
     }
-    // FOR UPDATE on a recipient: the batch's FOR KEY SHARE waits for it.
+    // The lock a delete holds (migration V10): the batch waits for it
+    // between its COPY and its insert.
     let mut locker = pg_connect(&app.db.url).await;
     let lock = locker.transaction().await.unwrap();
     lock.execute(
-        "select from herald.users where id = $1 for update",
-        &[&users[0]],
+        "select pg_advisory_xact_lock(herald.delivery_parents_key())",
+        &[],
     )
     .await
     .unwrap();
@@ -560,8 +561,7 @@ async fn killing_the_delivery_writer_mid_batch_loses_and_doubles_nothing() {
         let waiting = app
             .pg
             .query_opt(
-                // Only the delivery writer locks users (no client marks
-                // anything delivered here).
+                // Only the delivery writer takes that lock.
                 "select pid from pg_stat_activity
                   where $1 = any (pg_blocking_pids(pid)) and application_name = 'herald'",
                 &[&locker_pid],

@@ -20,7 +20,7 @@ const CATALOG: &str = "
 #[tokio::test]
 async fn migrations_apply_to_an_empty_database_and_a_second_run_changes_nothing() {
     let db = TestDb::empty().await;
-    assert_eq!(herald::db::migrate(&db.url).await.unwrap(), 9);
+    assert_eq!(herald::db::migrate(&db.url).await.unwrap(), 10);
     let pg = db.client().await;
     let before: String = pg.query_one(CATALOG, &[]).await.unwrap().get(0);
     for table in [
@@ -793,7 +793,7 @@ async fn a_delivery_batch_waits_for_a_delete_in_flight_and_leaves_no_orphan() {
             )
             .await
         });
-        // The batch locks what it refers to, so it waits for the delete:
+        // The batch takes the lock deletes hold (migration V10), so it waits:
         // PostgreSQL shows a backend blocked by the deleter's...
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
@@ -820,5 +820,71 @@ async fn a_delivery_batch_waits_for_a_delete_in_flight_and_leaves_no_orphan() {
         // ...and then skips the rows the delete removed.
         batch.await.unwrap().unwrap();
         assert_eq!(delivery_rows(pg).await, expected, "after: {delete}");
+    }
+}
+
+/// The other order: a delete that comes while a batch is in flight waits
+/// for the batch's commit, then deletes what it wrote.
+#[tokio::test]
+async fn a_delete_waits_for_a_delivery_batch_in_flight_and_removes_what_it_wrote() {
+    let sector = Sector::with_a_broadcast().await;
+    let (pg, ada, broadcast) = (&sector.pg, sector.ada, sector.broadcast);
+    for delete in [
+        format!("delete from herald.notifications where id = '{broadcast}'"),
+        format!("delete from herald.users where id = '{ada}'"),
+    ] {
+        // A batch between its lock and its commit, as the writer runs it.
+        let mut writer = sector.db.client().await;
+        let batch = writer.transaction().await.unwrap();
+        batch
+            .batch_execute(include_str!("../../sql/delivery_lock_parents.sql"))
+            .await
+            .unwrap();
+        batch
+            .execute(
+                "insert into herald.notification_deliveries (notification_id, user_id, status, sent_at)
+                 select $1, $2, 'SENT', now()
+                  where exists (select from herald.notifications where id = $1)
+                    and exists (select from herald.users where id = $2)
+                 on conflict do nothing",
+                &[&broadcast, &ada],
+            )
+            .await
+            .unwrap();
+        let writer_pid: i32 = batch
+            .query_one("select pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0);
+
+        let url = sector.db.url.clone();
+        let statement = delete.clone();
+        let deleting = tokio::spawn(async move {
+            let deleter = crate::helpers::connect(&url).await;
+            deleter.batch_execute(&statement).await
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let blocked: i64 = pg
+                .query_one(
+                    "select count(*) from pg_stat_activity where $1 = any (pg_blocking_pids(pid))",
+                    &[&writer_pid],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if blocked > 0 {
+                break;
+            }
+            assert!(!deleting.is_finished(), "the delete did not wait: {delete}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the delete neither finished nor waited: {delete}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        batch.commit().await.unwrap();
+        deleting.await.unwrap().unwrap();
+        assert_eq!(delivery_rows(pg).await, vec![], "an orphan after: {delete}");
     }
 }
