@@ -13,12 +13,14 @@
 
   // The tabs: what notifications.list is asked for, and which count the
   // label shows: the unread count, the tab's view (watched with
-  // counts.watch under the tab's name, with the list's filters), or none.
+  // counts.watch under the tab's name, with the list's filters), or none
+  // (snoozed and archived ones are never counted).
   const TABS = [
     { name: 'all', label: 'All', list: {}, count: 'unread' },
     { name: 'unread', label: 'Unread', list: { unreadOnly: true }, count: 'unread' },
     { name: 'mentions', label: 'Mentions', list: { kinds: ['mention.*'] }, count: 'view' },
     { name: 'urgent', label: 'Urgent', list: { importance: ['urgent', 'high'] }, count: 'view' },
+    { name: 'snoozed', label: 'Snoozed', list: { snoozed: true } },
     { name: 'archived', label: 'Archived', list: { archived: true } },
   ];
   const views = Object.fromEntries(TABS.filter((t) => t.count === 'view').map((t) => [t.name, t.list]));
@@ -63,12 +65,13 @@
     return at.toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' });
   }
 
-  // Whether a notification pushed as new (so unread, not archived) belongs
-  // in the open tab. A kind pattern is a kind, a prefix and `.*`, or `*`.
+  // Whether a notification pushed as new (so unread, not archived, not
+  // snoozed) belongs in the open tab. A kind pattern is a kind, a prefix
+  // and `.*`, or `*`.
   function belongs(n) {
-    const { kinds, importance, archived } = tab.list;
+    const { kinds, importance, archived, snoozed } = tab.list;
     const matches = (p) => p === '*' || p === n.kind || (p.endsWith('.*') && n.kind.startsWith(p.slice(0, -1)));
-    return !archived && (!kinds || kinds.some(matches)) && (!importance || importance.includes(n.importance));
+    return !archived && !snoozed && (!kinds || kinds.some(matches)) && (!importance || importance.includes(n.importance));
   }
 
   function button(label, name, run) {
@@ -119,10 +122,20 @@
       const time = document.createElement('time');
       time.dateTime = n.createdAt;
       time.textContent = when(n.createdAt);
+      side.append(time);
+      if (n.snoozedUntil) {
+        const until = document.createElement('time');
+        until.className = 'until';
+        until.dateTime = n.snoozedUntil;
+        until.textContent = `until ${when(n.snoozedUntil)}`;
+        side.append(until);
+      }
       const actions = document.createElement('span');
       actions.className = 'item-actions';
       if (tab.list.archived) {
         actions.append(button('Unarchive', `Unarchive ${n.title}`, () => act('mark.unarchived', { notificationId: n.id })));
+      } else if (tab.list.snoozed) {
+        actions.append(button('Unsnooze', `Unsnooze ${n.title}`, () => act('mark.unsnoozed', { notificationId: n.id })));
       } else {
         actions.append(button('Archive', `Archive ${n.title}`, () => act('mark.archived', { notificationId: n.id })));
         if (!n.readAt) {
@@ -131,7 +144,7 @@
             () => act('mark.snoozed', { notificationId: n.id, until: until() })));
         }
       }
-      side.append(time, actions);
+      side.append(actions);
       li.append(dot, body, side);
       li.addEventListener('click', () => markRead(n.id));
       list.append(li);
@@ -205,11 +218,12 @@
   });
   select(tab);
 
+  // Reading a snoozed notification ends its snooze: it leaves Snoozed.
   function readHere(id, readAt) {
     const n = items.get(id);
     if (!n) return;
     n.readAt = n.readAt || readAt;
-    if (tab.list.unreadOnly) items.delete(id);
+    if (tab.list.unreadOnly || tab.list.snoozed) items.delete(id);
   }
 
   async function markRead(id) {
@@ -222,8 +236,9 @@
     }
   }
 
-  // Archive, unarchive or snooze: each takes the notification out of the
-  // open tab, here at once and on every other device by its push.
+  // Archive, unarchive, snooze or unsnooze: each takes the notification
+  // out of the open tab, here at once and on every other device by its
+  // push.
   async function act(event, payload) {
     const ack = await ask(event, payload);
     notice('notice', ack);
@@ -293,8 +308,11 @@
       setStatus('reconnecting…');
     });
     socket.on('sync:reset', () => { items.clear(); changed(); });
+    // A snooze that ends (woken, or unsnoozed on any device) sends its
+    // notification again as new: it leaves Snoozed for the other tabs.
     socket.on('notification:new', (n) => {
-      if (belongs(n) && !items.has(n.id)) items.set(n.id, { ...n, readAt: null });
+      if (tab.list.snoozed) items.delete(n.id);
+      else if (belongs(n) && !items.has(n.id)) items.set(n.id, { ...n, readAt: null });
       track(n.eventId);
       changed();
     });
@@ -308,20 +326,20 @@
       track(eventId);
       changed();
     });
-    // Archived and unarchived ones move between the Archived tab and the
-    // others; the tab they arrive in lists again to show them.
+    // Archived, unarchived and snoozed ones move between the Archived or
+    // Snoozed tab and the others; the tab they arrive in lists again to
+    // show them. An unarchived one is read, so never snoozed.
     socket.on('notification:archived', ({ notificationId, eventId }) => {
       track(eventId);
       if (tab.list.archived) load(); else { items.delete(notificationId); changed(); }
     });
     socket.on('notification:unarchived', ({ notificationId, eventId }) => {
       track(eventId);
-      if (tab.list.archived) { items.delete(notificationId); changed(); } else load();
+      if (tab.list.archived) { items.delete(notificationId); changed(); } else if (!tab.list.snoozed) load();
     });
     socket.on('notification:snoozed', ({ notificationId, eventId }) => {
-      items.delete(notificationId);
       track(eventId);
-      changed();
+      if (tab.list.snoozed) load(); else { items.delete(notificationId); changed(); }
     });
     socket.on('preferences:updated', ({ preferences, eventId }) => {
       showPreferences(preferences);
