@@ -110,6 +110,19 @@ async function countsAre(page, expected) {
 
 const item = (page, title) => page.locator('#list li.item', { hasText: title });
 
+// The "until …" an item of the Snoozed tab shows, and the time it stands for.
+function snoozedUntil(page, title) {
+  return item(page, title).locator('time.until').evaluate((time) => ({
+    text: time.textContent,
+    at: Date.parse(time.dateTime),
+    local: `until ${new Date(time.dateTime).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' })}`,
+  }));
+}
+
+async function itemsAre(page, count) {
+  await page.waitForFunction((n) => document.querySelectorAll('#list li.item').length === n, count, { timeout: 5000 });
+}
+
 test('tabs count their views; archive, snooze and a muted kind change them live', async (t) => {
   const linus = await herald.user('Linus Pauling');
   const inserted = [
@@ -132,7 +145,7 @@ test('tabs count their views; archive, snooze and a muted kind change them live'
     // Five unread, two of them mentions, two high or urgent.
     await countsAre(page, { all: 5, unread: 5, mentions: 2, urgent: 2 });
     assert.equal(await tabCount(page, 'archived'), '');
-    await page.waitForFunction(() => document.querySelectorAll('#list li.item').length === 5, null, { timeout: 5000 });
+    await itemsAre(page, 5);
     assert.equal(await page.getAttribute('#tab-all', 'aria-selected'), 'true');
 
     // Archiving here takes it out of All on both devices and reads it.
@@ -150,14 +163,54 @@ test('tabs count their views; archive, snooze and a muted kind change them live'
     // Snoozed on the other device, it leaves All here.
     await page.click('#tab-all');
     await item(page, 'Weekly digest').waitFor({ timeout: 5000 });
+    const snoozedFrom = Date.now();
     await item(other, 'Weekly digest').getByRole('button', { name: 'Snooze Weekly digest for an hour' }).click();
     await item(page, 'Weekly digest').waitFor({ state: 'detached', timeout: 5000 });
+    const snoozedTo = Date.now();
     await countsAre(page, { all: 3, unread: 3, mentions: 2, urgent: 2 });
+    assert.equal(await tabCount(page, 'snoozed'), '');
+
+    // The Snoozed tab lists it, with the hour it comes back at.
+    await page.click('#tab-snoozed');
+    assert.equal(await page.getAttribute('#tab-snoozed', 'aria-selected'), 'true');
+    assert.equal(await page.getAttribute('#panel', 'aria-labelledby'), 'tab-snoozed');
+    await item(page, 'Weekly digest').getByRole('button', { name: 'Unsnooze Weekly digest' }).waitFor({ timeout: 5000 });
+    assert.equal(await page.locator('#list li.item').count(), 1);
+    const until = await snoozedUntil(page, 'Weekly digest');
+    assert.equal(until.text, until.local);
+    const HOUR = 60 * 60 * 1000;
+    assert.ok(until.at >= snoozedFrom + HOUR - 1000 && until.at <= snoozedTo + HOUR + 1000,
+      `snoozed until ${until.text}, not an hour after the click`);
+
+    // Unsnoozed here: it leaves Snoozed, and comes back in All on the other
+    // device, counted again on both.
+    await item(page, 'Weekly digest').getByRole('button', { name: 'Unsnooze Weekly digest' }).click();
+    await item(page, 'Weekly digest').waitFor({ state: 'detached', timeout: 5000 });
+    await item(other, 'Weekly digest').waitFor({ timeout: 5000 });
+    await countsAre(other, { all: 4, unread: 4, mentions: 2, urgent: 2 });
+    await countsAre(page, { all: 4, unread: 4, mentions: 2, urgent: 2 });
+    await page.waitForSelector('#list li.empty', { timeout: 5000 });
+
+    // Snoozed again on the other device, it arrives in the Snoozed tab open here.
+    await item(other, 'Weekly digest').getByRole('button', { name: 'Snooze Weekly digest for an hour' }).click();
+    await item(other, 'Weekly digest').waitFor({ state: 'detached', timeout: 5000 });
+    await item(page, 'Weekly digest').locator('time.until').waitFor({ timeout: 5000 });
+    await countsAre(page, { all: 3, unread: 3, mentions: 2, urgent: 2 });
+
+    // Unsnoozed on the other device, it leaves the Snoozed tab here too.
+    await other.click('#tab-snoozed');
+    await item(other, 'Weekly digest').getByRole('button', { name: 'Unsnooze Weekly digest' }).click();
+    await item(other, 'Weekly digest').waitFor({ state: 'detached', timeout: 5000 });
+    await item(page, 'Weekly digest').waitFor({ state: 'detached', timeout: 5000 });
+    await countsAre(page, { all: 4, unread: 4, mentions: 2, urgent: 2 });
+    await countsAre(other, { all: 4, unread: 4 });
+    await other.click('#tab-all');
+    await item(other, 'Weekly digest').waitFor({ timeout: 5000 });
 
     // The Mentions tab lists its kinds only.
     await page.click('#tab-mentions');
     await item(page, 'Bob mentioned you').waitFor({ timeout: 5000 });
-    await page.waitForFunction(() => document.querySelectorAll('#list li.item').length === 2, null, { timeout: 5000 });
+    await itemsAre(page, 2);
 
     // Muting mention.* in the app: the counts drop, on the other device too,
     // and the list marks them muted. High is muted too; only urgent is not.
@@ -167,8 +220,8 @@ test('tabs count their views; archive, snooze and a muted kind change them live'
     await page.click('#preference-form button[type=submit]');
     await page.waitForSelector('li.preference.off[data-pattern="mention.*"][data-channel="IN_APP"]', { timeout: 5000 });
     await other.waitForSelector('li.preference.off[data-pattern="mention.*"]', { timeout: 5000 });
-    await countsAre(page, { all: 1, unread: 1, mentions: 0, urgent: 1 });
-    await countsAre(other, { all: 1, mentions: 0, urgent: 1 });
+    await countsAre(page, { all: 2, unread: 2, mentions: 0, urgent: 1 });
+    await countsAre(other, { all: 2, mentions: 0, urgent: 1 });
     await page.waitForFunction(() => document.querySelectorAll('#list li.item .tag.muted').length === 2, null, { timeout: 5000 });
     const shot = path.join(OUTPUT, 'inbox-tabs.png');
     await page.screenshot({ path: shot, fullPage: true });
@@ -177,7 +230,7 @@ test('tabs count their views; archive, snooze and a muted kind change them live'
     // Turned back on, they count again.
     await page.getByRole('button', { name: 'Turn mention.* on for In app' }).click();
     await page.waitForSelector('li.preference:not(.off)[data-pattern="mention.*"]', { timeout: 5000 });
-    await countsAre(page, { all: 3, unread: 3, mentions: 2, urgent: 2 });
+    await countsAre(page, { all: 4, unread: 4, mentions: 2, urgent: 2 });
     await page.waitForFunction(() => !document.querySelector('#list li.item .tag.muted'), null, { timeout: 5000 });
 
     // Reset removes every preference.
