@@ -610,6 +610,57 @@ impl Sector {
     }
 }
 
+/// The plan PostgreSQL makes for the batch insert where nothing was analyzed
+/// yet (a new database, or the first minute of a busy one): each row's
+/// notification and user are looked up by index, never by hashing both
+/// tables for every batch, which grows with the tables.
+#[tokio::test]
+async fn a_delivery_batch_looks_up_its_parents_by_index_before_any_analyze() {
+    let db = TestDb::migrated().await;
+    let mut pg = db.client().await;
+    pg.batch_execute(
+        "insert into herald.users (id, name) select gen_random_uuid(), 'u' || i from generate_series(1, 1000) i;
+         insert into herald.notifications (user_id, title)
+           select u.id, 'Hi' from herald.users u, generate_series(1, 20);",
+    )
+    .await
+    .unwrap();
+    let tx = pg.transaction().await.unwrap();
+    tx.batch_execute(include_str!("../../sql/delivery_batch_staging.sql"))
+        .await
+        .unwrap();
+    tx.batch_execute(
+        "insert into pg_temp.herald_delivery_batch
+           select id, user_id, now() from herald.notifications limit 500",
+    )
+    .await
+    .unwrap();
+    let plan: Vec<String> = tx
+        .query(
+            &format!(
+                "explain {}",
+                include_str!("../../sql/delivery_record_sent.sql")
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let plan = plan.join("\n");
+    for table in ["notifications", "users"] {
+        assert!(
+            plan.contains(&format!("Index Only Scan using {table}_pkey")),
+            "{table} looked up by its key:\n{plan}"
+        );
+        assert!(
+            !plan.contains(&format!("Seq Scan on {table}")),
+            "no scan of {table}:\n{plan}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn delivery_records_skip_and_follow_deleted_notifications_and_users() {
     let sector = Sector::with_a_broadcast().await;
