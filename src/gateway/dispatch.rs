@@ -10,8 +10,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use socketioxide::SocketIo;
+use socketioxide::extract::SocketRef;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
+use uuid::Uuid;
 
 use super::counts::{self, Counts};
 use super::outbox::{self, Pacer, Sent};
@@ -22,9 +24,10 @@ use crate::deliveries::DeliveryQueue;
 use crate::eventlog::tail::{Dispatch, Step};
 use crate::eventlog::{Event, Kind, Position};
 use crate::fanout::{self, Decision, Emission, Route, Skip, UserChange};
-use crate::names::NAMESPACE;
+use crate::names::{NAMESPACE, emit};
 use crate::telemetry::metrics;
 use crate::unread::{Change, Effect};
+use crate::wire;
 
 pub struct Dispatcher {
     pub io: SocketIo,
@@ -110,8 +113,12 @@ impl Run {
 }
 
 impl Dispatcher {
-    /// Sends a run to this instance's sockets in its audience, then the
-    /// unread counts it moved, and empties it.
+    /// Sends a run to this instance's sockets in its audience, each socket's
+    /// unread count after the run's events, and empties it.
+    ///
+    /// The run moves the counts in memory first, so each socket is handed
+    /// its events and then its count together and its writer sends them in
+    /// one write; a broadcast costs each socket one write, not two.
     async fn emit(&self, run: &mut Run, now: OffsetDateTime, pacer: &mut Pacer) {
         let Some((audience, emissions)) = run.take() else {
             return;
@@ -138,30 +145,43 @@ impl Dispatcher {
         } else {
             HashMap::new()
         };
+        let effects: Vec<Effect> = emissions.iter().map(|(e, _)| e.unread.clone()).collect();
+        let reached = self.presence.reach(audience, &effects, self.unread_tracked);
+        // Counts known here go out with the events, socket by socket; each
+        // is marked once a socket of its user took it.
+        let mut counts: HashMap<Uuid, (wire::Count, bool)> = reached
+            .counts
+            .iter()
+            .filter_map(|(user_id, change)| match change {
+                Change::Count(count) => Some((*user_id, (wire::Count { count: *count }, false))),
+                Change::Query | Change::Reload | Change::Unchanged => None,
+            })
+            .collect();
         for socket in ns.to(audience.room()).local().sockets() {
-            let rules = (!muting.is_empty())
+            let user_id = (!muting.is_empty() || !counts.is_empty())
                 .then(|| socket.extensions.get::<Session>())
                 .flatten()
-                .and_then(|session| muting.get(&session.user_id));
+                .map(|session| session.user_id);
+            let rules = user_id.and_then(|user_id| muting.get(&user_id));
+            let mut queued = true;
             for (event, payload, shows) in &packets {
                 if rules.zip(*shows).is_some_and(|(rules, s)| !s.shown(rules)) {
                     continue;
                 }
-                match outbox::send(&socket, event, payload) {
-                    Sent::Queued => pacer.sent().await,
-                    // Evicted: nothing after a gap may reach it.
-                    Sent::Full => {
-                        outbox::evict(socket);
-                        break;
-                    }
-                    Sent::Closed => break,
+                if !queue(&socket, event, payload, pacer).await {
+                    queued = false;
+                    break;
                 }
+            }
+            if let Some((count, taken)) = user_id.and_then(|user_id| counts.get_mut(&user_id))
+                && queued
+                && queue(&socket, emit::NOTIFICATION_COUNT, count, pacer).await
+            {
+                *taken = true;
             }
             pacer.served().await;
         }
         let sent_at = OffsetDateTime::now_utc();
-        let effects: Vec<Effect> = emissions.iter().map(|(e, _)| e.unread.clone()).collect();
-        let reached = self.presence.reach(audience, &effects, self.unread_tracked);
         for (emission, created_at) in &emissions {
             metrics::pushed(emission.event);
             metrics::emitted_after((sent_at - *created_at).try_into().unwrap_or_default());
@@ -174,7 +194,20 @@ impl Dispatcher {
         for (user_id, change) in reached.counts {
             match change {
                 Change::Count(count) => {
-                    counts::push(&self.io, &self.presence, user_id, count);
+                    match counts.get(&user_id) {
+                        // Sent above: what watches this user's views follows.
+                        Some((_, true)) => {
+                            metrics::pushed(emit::NOTIFICATION_COUNT);
+                            counts::push_views(
+                                &self.io,
+                                &self.presence,
+                                user_id,
+                                self.presence.moved_views(user_id),
+                            );
+                        }
+                        // No socket of theirs took it in the run's room.
+                        _ => counts::push(&self.io, &self.presence, user_id, count),
+                    }
                     pacer.served().await;
                 }
                 Change::Query => self.counts.query([user_id]),
@@ -219,6 +252,27 @@ impl Dispatcher {
             // A change is always for its own user, who is `old`'s.
             Decision::NotAddressed | Decision::Skip(_) | Decision::Emit(_) => {}
         }
+    }
+}
+
+/// Queues one packet for a live socket; false when the socket is gone
+/// or was evicted for a full queue (nothing more may reach it).
+async fn queue<T: ?Sized + serde::Serialize>(
+    socket: &SocketRef,
+    event: &str,
+    payload: &T,
+    pacer: &mut Pacer,
+) -> bool {
+    match outbox::send(socket, event, payload) {
+        Sent::Queued => {
+            pacer.sent().await;
+            true
+        }
+        Sent::Full => {
+            outbox::evict(socket.clone());
+            false
+        }
+        Sent::Closed => false,
     }
 }
 
