@@ -225,13 +225,12 @@ pub fn route(event: &Event, event_id: &str, now: OffsetDateTime) -> Route {
             let Some(audience) = audience_of(event) else {
                 return Route::Skip(Skip::no_audience(event));
             };
-            let notification =
-                match serde_json::from_value::<wire::Notification>(event.payload.clone()) {
-                    Ok(notification) => notification,
-                    Err(error) => {
-                        return Route::Skip(Skip::malformed("notification payload", error));
-                    }
-                };
+            let notification = match payload::<wire::Notification>(event) {
+                Ok(notification) => notification,
+                Err(error) => {
+                    return Route::Skip(Skip::malformed("notification payload", error));
+                }
+            };
             if is_expired(&notification, now) {
                 return Route::Skip(Skip::Expired);
             }
@@ -246,7 +245,7 @@ pub fn route(event: &Event, event_id: &str, now: OffsetDateTime) -> Route {
             let Some(reader) = event.user_id else {
                 return Route::Skip(Skip::Malformed("no user_id (the reader)".into()));
             };
-            let read = match serde_json::from_value::<ReadPayload>(event.payload.clone()) {
+            let read = match payload::<ReadPayload>(event) {
                 Ok(read) => read,
                 Err(error) => return Route::Skip(Skip::malformed("read payload", error)),
             };
@@ -267,8 +266,7 @@ pub fn route(event: &Event, event_id: &str, now: OffsetDateTime) -> Route {
             let Some(audience) = audience_of(event) else {
                 return Route::Skip(Skip::no_audience(event));
             };
-            let retracted = match serde_json::from_value::<RetractedPayload>(event.payload.clone())
-            {
+            let retracted = match payload::<RetractedPayload>(event) {
                 Ok(retracted) => retracted,
                 Err(error) => return Route::Skip(Skip::malformed("retraction payload", error)),
             };
@@ -284,7 +282,7 @@ pub fn route(event: &Event, event_id: &str, now: OffsetDateTime) -> Route {
                 unread: Effect::Removes(retracted.notification_id),
             })
         }
-        Kind::UserUpdated => match serde_json::from_value::<UserPayload>(event.payload.clone()) {
+        Kind::UserUpdated => match payload::<UserPayload>(event) {
             Ok(user) => Route::UserChanged(UserChange {
                 user_id: user.user_id,
                 is_active: user.is_active,
@@ -422,13 +420,19 @@ fn to_user(
 }
 
 /// The user an inbox-state event is about (its `user_id`), and its payload.
-fn personal<T: serde::de::DeserializeOwned>(event: &Event, what: &str) -> Result<(Uuid, T), Skip> {
+fn personal<'a, T: Deserialize<'a>>(event: &'a Event, what: &str) -> Result<(Uuid, T), Skip> {
     let user = event
         .user_id
         .ok_or_else(|| Skip::Malformed("no user_id (whose inbox)".into()))?;
-    let payload =
-        serde_json::from_value(event.payload.clone()).map_err(|e| Skip::malformed(what, e))?;
+    let payload = payload(event).map_err(|e| Skip::malformed(what, e))?;
     Ok((user, payload))
+}
+
+/// An event's payload read as `T`, straight from the row's JSON (no copy of
+/// it first: a broadcast's payload is read once per event, a replay's once
+/// per socket).
+fn payload<'a, T: Deserialize<'a>>(event: &'a Event) -> Result<T, serde_json::Error> {
+    T::deserialize(&event.payload)
 }
 
 fn is_expired(notification: &wire::Notification, now: OffsetDateTime) -> bool {

@@ -158,10 +158,13 @@ impl Dispatcher {
             })
             .collect();
         for socket in ns.to(audience.room()).local().sockets() {
-            let user_id = (!muting.is_empty() || !counts.is_empty())
-                .then(|| socket.extensions.get::<Session>())
-                .flatten()
-                .map(|session| session.user_id);
+            let user_id = match audience {
+                Audience::User(id) => Some(id),
+                _ => (!muting.is_empty() || !counts.is_empty())
+                    .then(|| socket.extensions.get::<Session>())
+                    .flatten()
+                    .map(|session| session.user_id),
+            };
             let rules = user_id.and_then(|user_id| muting.get(&user_id));
             let mut queued = true;
             for (event, payload, shows) in &packets {
