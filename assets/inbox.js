@@ -4,6 +4,15 @@
 // reconnects, so nothing is missed across a dropped connection.
 (() => {
   const $ = (id) => document.getElementById(id);
+
+  // The line an empty list shows instead of items.
+  function emptyLine(text) {
+    const li = document.createElement('li');
+    li.className = 'empty';
+    li.textContent = text;
+    return li;
+  }
+
   const items = new Map(); // id -> notification with readAt, of the open tab
   let lastEventId = null;
   let socket = null;
@@ -91,10 +100,7 @@
     list.replaceChildren();
     const sorted = [...items.values()].sort((a, b) => (a.createdAt < b.createdAt ? 1 : -1));
     if (!sorted.length) {
-      const li = document.createElement('li');
-      li.className = 'empty';
-      li.textContent = 'Nothing here yet.';
-      list.append(li);
+      list.append(emptyLine('Nothing here yet.'));
     }
     for (const n of sorted) {
       const li = document.createElement('li');
@@ -252,10 +258,7 @@
     const list = $('preference-list');
     list.replaceChildren();
     if (!preferences.length) {
-      const li = document.createElement('li');
-      li.className = 'empty';
-      li.textContent = 'None: every kind is on.';
-      list.append(li);
+      list.append(emptyLine('None: every kind is on.'));
     }
     for (const p of preferences) {
       const li = document.createElement('li');

@@ -389,6 +389,10 @@ async fn http(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+async fn get(app: &TestApp, path: &str, user: Uuid) -> (reqwest::StatusCode, Value) {
+    http(app, reqwest::Method::GET, path, user, None).await
+}
+
 #[tokio::test]
 async fn archive_and_preferences_over_http_write_what_the_socket_events_do() {
     use reqwest::{Method, StatusCode};
@@ -489,7 +493,7 @@ async fn archive_and_preferences_over_http_write_what_the_socket_events_do() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
         assert_eq!(body["error"]["code"], "invalid_payload");
     }
-    let (status, body) = http(&app, Method::GET, "/api/preferences", user, None).await;
+    let (status, body) = get(&app, "/api/preferences", user).await;
     assert_eq!(
         (status, body),
         (StatusCode::OK, stored),
@@ -516,7 +520,7 @@ fn ids(page: &Value) -> Vec<Value> {
 
 #[tokio::test]
 async fn lists_show_one_shelf_through_filters_alike_on_the_socket_and_http() {
-    use reqwest::{Method, StatusCode};
+    use reqwest::StatusCode;
     let app = TestApp::spawn().await;
     let user = app.user("Ada", "USER", None).await;
     let phone = online(&app, user).await;
@@ -578,14 +582,7 @@ async fn lists_show_one_shelf_through_filters_alike_on_the_socket_and_http() {
         let ack = phone.ack("notifications.list", Some(options.clone())).await;
         assert_eq!(ack["success"], true, "{options}: {ack}");
         assert_eq!(ids(&ack), expected, "{options}");
-        let (status, body) = http(
-            &app,
-            Method::GET,
-            &format!("/api/notifications?{query}"),
-            user,
-            None,
-        )
-        .await;
+        let (status, body) = get(&app, &format!("/api/notifications?{query}"), user).await;
         assert_eq!(status, StatusCode::OK, "{query}: {body}");
         assert_eq!(body["items"], ack["items"], "{query}: the same page");
     }
@@ -625,14 +622,7 @@ async fn lists_show_one_shelf_through_filters_alike_on_the_socket_and_http() {
     ] {
         let ack = phone.ack("notifications.list", Some(options.clone())).await;
         assert_eq!(code(&ack), "invalid_payload", "{options}: {ack}");
-        let (status, body) = http(
-            &app,
-            Method::GET,
-            &format!("/api/notifications?{query}"),
-            user,
-            None,
-        )
-        .await;
+        let (status, body) = get(&app, &format!("/api/notifications?{query}"), user).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
         assert_eq!(body["error"]["code"], "invalid_payload", "{query}");
     }
