@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use uuid::Uuid;
 
-use crate::helpers::TestDb;
+use crate::helpers::{TestDb, column};
 
 /// Cases per run: each is one rolled-back transaction, well under a second in all.
 const CASES: u32 = 48;
@@ -132,16 +132,14 @@ fn the_rust_and_sql_audience_rules_agree_on_every_user_and_notification() {
                 .collect();
             for inbox in &inboxes {
                 let rust = reaching(inbox);
-                let sql: HashSet<Uuid> = tx
-                    .query(
-                        "select id from herald.inbox($1, $2, $3)",
-                        &[&inbox.user_id, &inbox.sector_id, &inbox.is_admin],
-                    )
-                    .await
-                    .unwrap()
-                    .iter()
-                    .map(|row| row.get(0))
-                    .collect();
+                let sql: HashSet<Uuid> = column(
+                    &*tx,
+                    "select id from herald.inbox($1, $2, $3)",
+                    &[&inbox.user_id, &inbox.sector_id, &inbox.is_admin],
+                )
+                .await
+                .into_iter()
+                .collect();
                 prop_assert_eq!(&sql, &rust, "herald.inbox() for {:?}", inbox);
                 let unread = rust
                     .iter()

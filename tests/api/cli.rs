@@ -4,7 +4,7 @@ use std::process::Command;
 
 use uuid::Uuid;
 
-use crate::helpers::{SECRET, TestDb, insert_user};
+use crate::helpers::{SECRET, TestDb, column, insert_user};
 
 /// Runs a herald command that must succeed; its standard output.
 fn stdout_of(command: &mut Command) -> String {
@@ -334,13 +334,12 @@ async fn prune_removes_old_events_and_old_read_notifications_and_reports_it() {
         "{report}"
     );
 
-    let left: Vec<Uuid> = pg
-        .query("select id from herald.notifications order by title", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let left: Vec<Uuid> = column(
+        &pg,
+        "select id from herald.notifications order by title",
+        &[],
+    )
+    .await;
     assert_eq!(left, [old_unread, recent_read]);
     let events_after: i64 = pg
         .query_one("select count(*) from herald.events", &[])

@@ -9,7 +9,8 @@ use uuid::Uuid;
 
 use crate::client::{Connect, SioClient, connect};
 use crate::helpers::{
-    HeraldProcess, PrivateCluster, SECRET, TestApp, TestDb, connect as pg_connect, insert_user,
+    HeraldProcess, PrivateCluster, SECRET, TestApp, TestDb, column, connect as pg_connect,
+    insert_user,
 };
 
 /// Reads `notification:new` ids until `expected` have arrived and, when
@@ -291,12 +292,9 @@ async fn a_postgres_restart_mid_stream_loses_and_doubles_nothing() {
     // The truth is what PostgreSQL committed (a commit whose answer was lost
     // to the restart is there even though the writer retried it).
     let pg = pg_connect(&app.db.url).await;
-    let expected: HashSet<Uuid> = pg
-        .query("select id from herald.notifications", &[])
+    let expected: HashSet<Uuid> = column(&pg, "select id from herald.notifications", &[])
         .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
+        .into_iter()
         .collect();
     assert!(expected.len() >= 300);
     let got = received(
@@ -316,17 +314,14 @@ async fn one_transaction_delivered_whole(rows: i32) {
     let app = TestApp::spawn().await;
     let user = app.user("Ada", "USER", None).await;
     let mut client = online(&app, user).await;
-    let ids: HashSet<Uuid> = app
-        .pg
-        .query(
-            "insert into herald.notifications (user_id, title) select $1, 'bulk ' || i from generate_series(1, $2) i returning id",
-            &[&user, &rows],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let ids: HashSet<Uuid> = column(
+        &app.pg,
+        "insert into herald.notifications (user_id, title) select $1, 'bulk ' || i from generate_series(1, $2) i returning id",
+        &[&user, &rows],
+    )
+    .await
+    .into_iter()
+    .collect();
     let want = Some(i64::from(rows));
     let (mut got, count) = collect(&mut client, rows as usize, want, Duration::from_secs(20)).await;
     assert_eq!(count, want);

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::client::{Connect, SioClient, connect};
-use crate::helpers::{ORIGIN, SECRET, TestApp};
+use crate::helpers::{ORIGIN, SECRET, TestApp, column};
 
 /// The delivery row of (notification, user) once the writer has written
 /// it, as (status, whether sent_at is set); `None` after two seconds.
@@ -633,14 +633,14 @@ async fn mark_delivered_records_delivery_and_pushes_are_recorded_as_sent() {
     bob_client.wait_for("notification:new").await;
     let mut recipients: HashSet<Uuid> = HashSet::new();
     for _ in 0..100 {
-        recipients = app
-            .pg
-            .query("select user_id from herald.notification_deliveries where notification_id = $1 and status = 'SENT'", &[&all])
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        recipients = column(
+            &app.pg,
+            "select user_id from herald.notification_deliveries where notification_id = $1 and status = 'SENT'",
+            &[&all],
+        )
+        .await
+        .into_iter()
+        .collect();
         if recipients.len() == 2 {
             break;
         }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
-use crate::helpers::{TestDb, insert_user, refused_by};
+use crate::helpers::{TestDb, column, insert_user, refused_by};
 
 async fn count(pg: &tokio_postgres::Client, sql: &str) -> i64 {
     pg.query_one(sql, &[]).await.unwrap().get(0)
@@ -169,19 +169,15 @@ async fn every_not_null_column_producers_write_refuses_an_explicit_null_by_name(
     let pg = db.client().await;
     let ada = insert_user(&pg, "Ada", "USER", None).await;
     for table in ["notifications", "users"] {
-        let columns: Vec<String> = pg
-            .query(
-                "select attname::text from pg_attribute
+        let columns: Vec<String> = column(
+            &pg,
+            "select attname::text from pg_attribute
                   where attrelid = ('herald.' || $1)::regclass
                     and attnum > 0 and not attisdropped and attnotnull
                   order by attnum",
-                &[&table],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
+            &[&table],
+        )
+        .await;
         assert!(columns.len() >= 6, "{table}: {columns:?}");
         for column in &columns {
             let mut row = valid_row(table);

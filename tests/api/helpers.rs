@@ -324,6 +324,20 @@ impl Drop for TestApp {
     }
 }
 
+/// The first column of every row a query returns, in its order.
+pub async fn column<T: tokio_postgres::types::FromSqlOwned>(
+    pg: &impl tokio_postgres::GenericClient,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Vec<T> {
+    pg.query(sql, params)
+        .await
+        .unwrap_or_else(|error| panic!("{sql}: {error}"))
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
 pub async fn insert_user(
     pg: &tokio_postgres::Client,
     name: &str,

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::client::{Connect, SioClient, connect};
-use crate::helpers::{TestApp, TwoInstances, insert_user, resume};
+use crate::helpers::{TestApp, TwoInstances, column, insert_user, resume};
 
 async fn online(app: &TestApp, user: Uuid) -> SioClient {
     let mut client = connect(app.address, Connect::token(&app.token(user)))
@@ -96,17 +96,12 @@ async fn archiving_reads_it_on_every_device_and_unarchiving_leaves_it_read() {
     phone.wait_for("notification:new").await;
     let ack = phone.ack("archive.all_read", Some(json!({}))).await;
     assert_eq!(ack, json!({"success": true, "count": 1}));
-    let archived: Vec<Uuid> = app
-        .pg
-        .query(
-            "select notification_id from herald.notification_archived",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    let archived: Vec<Uuid> = column(
+        &app.pg,
+        "select notification_id from herald.notification_archived",
+        &[],
+    )
+    .await;
     assert_eq!(archived, vec![id], "{unread} is unread and stays");
 
     let theirs = app.notify(other, "not Ada's").await;
@@ -182,17 +177,12 @@ async fn a_snooze_hides_it_everywhere_and_its_end_shows_it_again_once() {
         );
         device.settles_at(1).await;
     }
-    let woke: Vec<Value> = app
-        .pg
-        .query(
-            "select payload from herald.events where kind = 'notification.unsnoozed'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    let woke: Vec<Value> = column(
+        &app.pg,
+        "select payload from herald.events where kind = 'notification.unsnoozed'",
+        &[],
+    )
+    .await;
     assert_eq!(woke.len(), 1, "one wake-up");
     assert_eq!(woke[0]["woke"], true);
 
@@ -851,17 +841,13 @@ async fn a_snooze_that_ended_while_herald_was_down_is_woken_when_it_starts() {
     let shown = tablet.wait_for("notification:new").await;
     assert_eq!(shown["id"], json!(id));
     tablet.settles_at(1).await;
-    let woke: Vec<bool> = pg
-        .query(
-            "select (payload->>'woke')::boolean from herald.events
+    let woke: Vec<bool> = column(
+        &pg,
+        "select (payload->>'woke')::boolean from herald.events
               where kind = 'notification.unsnoozed' and notification_id = $1",
-            &[&id],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+        &[&id],
+    )
+    .await;
     assert_eq!(
         woke,
         [true],

@@ -5,7 +5,7 @@
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::helpers::{TestDb, insert_user, refused_by};
+use crate::helpers::{TestDb, column, insert_user, refused_by};
 
 async fn kinds(pg: &tokio_postgres::Client) -> Vec<(String, serde_json::Value)> {
     pg.query("select kind, payload from herald.events order by id", &[])
@@ -253,17 +253,13 @@ async fn the_rust_and_sql_preference_rules_agree() {
         let rules = Rules::of(&preferences, Channel::InApp);
         for importance in ["normal", "urgent"] {
             let kinds: Vec<&str> = kinds.to_vec();
-            let sql: Vec<bool> = pg
-                .query(
-                    "select herald.kind_enabled($1, k, $2, 'IN_APP')
+            let sql: Vec<bool> = column(
+                &pg,
+                "select herald.kind_enabled($1, k, $2, 'IN_APP')
                        from unnest($3::text[]) with ordinality as t(k, i) order by i",
-                    &[&user, &importance, &kinds],
-                )
-                .await
-                .unwrap()
-                .iter()
-                .map(|row| row.get(0))
-                .collect();
+                &[&user, &importance, &kinds],
+            )
+            .await;
             let rust: Vec<bool> = kinds.iter().map(|k| rules.enabled(k, importance)).collect();
             assert_eq!(rust, sql, "{preferences:?} {importance}");
             checked += kinds.len();

@@ -8,7 +8,7 @@ use serde_json::json;
 use tokio_postgres::AsyncMessage;
 use uuid::Uuid;
 
-use crate::helpers::{TestDb, insert_user, refused_by};
+use crate::helpers::{TestDb, column, insert_user, refused_by};
 
 /// Everything in schema herald that a migration could change.
 const CATALOG: &str = "
@@ -122,16 +122,12 @@ async fn audience_is_inferred_from_user_or_sector() {
     )
     .await
     .unwrap();
-    let audiences: Vec<String> = pg
-        .query(
-            "select audience from herald.notifications order by title",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let audiences: Vec<String> = column(
+        &pg,
+        "select audience from herald.notifications order by title",
+        &[],
+    )
+    .await;
     assert_eq!(audiences, ["user", "sector"]);
     let error = pg
         .execute("insert into herald.notifications (title) values ('c')", &[])
@@ -635,19 +631,15 @@ async fn a_delivery_batch_looks_up_its_parents_by_index_before_any_analyze() {
     )
     .await
     .unwrap();
-    let plan: Vec<String> = tx
-        .query(
-            &format!(
-                "explain {}",
-                include_str!("../../sql/delivery_record_sent.sql")
-            ),
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    let plan: Vec<String> = column(
+        &tx,
+        &format!(
+            "explain {}",
+            include_str!("../../sql/delivery_record_sent.sql")
+        ),
+        &[],
+    )
+    .await;
     let plan = plan.join("\n");
     for table in ["notifications", "users"] {
         assert!(
@@ -710,18 +702,14 @@ async fn a_mixed_batch_of_thousands_lands_exactly_its_new_live_pairs() {
     const USERS: usize = 1_500;
     let sector = Sector::with_a_broadcast().await;
     let (pg, broadcast) = (&sector.pg, sector.broadcast);
-    let users: Vec<Uuid> = pg
-        .query(
-            "insert into herald.users (id, name, sector_id)
+    let users: Vec<Uuid> = column(
+        pg,
+        "insert into herald.users (id, name, sector_id)
              select gen_random_uuid(), 'member ' || i, $1 from generate_series(1, $2::int) as i
              returning id",
-            &[&sector.id, &(USERS as i32)],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+        &[&sector.id, &(USERS as i32)],
+    )
+    .await;
     let second = insert_notification(pg, "sector_id", sector.id).await;
     let deleted_notification = insert_notification(pg, "sector_id", sector.id).await;
     let (deleted_user, acknowledged, recorded) = (users[0], users[1], users[2]);
