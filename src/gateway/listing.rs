@@ -177,7 +177,10 @@ mod tests {
         let filtered = listing(json!({"kinds": ["order.*"], "importance": ["urgent"]}))
             .expect("valid filters");
         assert_eq!(filtered.view.importance, Some(vec!["urgent".to_string()]));
+        let kinds = |n: usize| (0..n).map(|i| format!("kind{i}")).collect::<Vec<_>>();
+        assert!(listing(json!({"kinds": kinds(MAX_KIND_FILTERS)})).is_ok());
         for bad in [
+            json!({"kinds": kinds(MAX_KIND_FILTERS + 1)}),
             json!({"archived": true, "snoozed": true}),
             json!({"limit": 0}),
             json!({"limit": 101}),
