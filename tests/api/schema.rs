@@ -20,7 +20,7 @@ const CATALOG: &str = "
 #[tokio::test]
 async fn migrations_apply_to_an_empty_database_and_a_second_run_changes_nothing() {
     let db = TestDb::empty().await;
-    assert_eq!(herald::db::migrate(&db.url).await.unwrap(), 10);
+    assert_eq!(herald::db::migrate(&db.url).await.unwrap(), 11);
     let pg = db.client().await;
     let before: String = pg.query_one(CATALOG, &[]).await.unwrap().get(0);
     for table in [
@@ -102,6 +102,58 @@ async fn inserting_a_notification_logs_one_created_event_with_its_fields() {
         .unwrap()
         .get(0);
     assert!(row.get::<_, String>("tx").parse::<u64>().unwrap() < tx.parse::<u64>().unwrap());
+}
+
+#[tokio::test]
+async fn notification_ids_are_version_7_and_lead_with_their_creation_millisecond() {
+    let db = TestDb::migrated().await;
+    let pg = db.client().await;
+    let user = insert_user(&pg, "Ada", "USER", None).await;
+    let mut previous: Option<(i64, Uuid)> = None;
+    for _ in 0..5 {
+        let row = pg
+            .query_one(
+                "with before as (select clock_timestamp() as t)
+                 insert into herald.notifications (user_id, title)
+                 select $1, 'v7' from before
+                 returning id,
+                   (select (extract(epoch from t) * 1000)::bigint from before) as not_before,
+                   (extract(epoch from clock_timestamp()) * 1000)::bigint + 1 as not_after",
+                &[&user],
+            )
+            .await
+            .unwrap();
+        let id: Uuid = row.get("id");
+        assert_eq!(id.get_version_num(), 7, "{id}");
+        assert_eq!(id.get_variant(), uuid::Variant::RFC4122, "{id}");
+        let (seconds, nanos) = id.get_timestamp().unwrap().to_unix();
+        let millis = seconds as i64 * 1000 + i64::from(nanos / 1_000_000);
+        assert!(
+            (row.get::<_, i64>("not_before") - 1..=row.get::<_, i64>("not_after"))
+                .contains(&millis),
+            "{id} says {millis} ms"
+        );
+        // Ids sort by creation time; within one millisecond, by chance.
+        if let Some((earlier, previous)) = previous {
+            assert!(millis >= earlier, "{id} is older than {previous}");
+            assert!(
+                millis == earlier || id > previous,
+                "{id} sorts before {previous}"
+            );
+        }
+        previous = Some((millis, id));
+    }
+    // A producer's own id is kept as it is.
+    let own = Uuid::new_v4();
+    let kept: Uuid = pg
+        .query_one(
+            "insert into herald.notifications (id, user_id, title) values ($1, $2, 'own') returning id",
+            &[&own, &user],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, own);
 }
 
 #[tokio::test]
