@@ -10,6 +10,7 @@
 //! at every level.
 
 use tracing::{Level, Metadata};
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, filter::FilterExt, fmt};
@@ -26,7 +27,14 @@ const PACKET_LOGGERS: [&str; 4] = [
 /// later calls keep the first subscriber.
 pub fn init() -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new("info"))?;
-    let filter = filter.and(tracing_subscriber::filter::filter_fn(may_log));
+    // The hint lets `tracing` and `log` skip a disabled callsite without
+    // asking the filter each time it is reached: without one, every
+    // `trace!` in the transport crates (several per packet) was evaluated.
+    let max_level = filter.max_level_hint();
+    let filter = filter.and(
+        tracing_subscriber::filter::filter_fn(may_log)
+            .with_max_level_hint(max_level.unwrap_or(LevelFilter::TRACE)),
+    );
     let format = std::env::var("HERALD_LOG_FORMAT").unwrap_or_else(|_| "pretty".into());
     let layer = fmt::layer().with_writer(std::io::stderr);
     let result = match format.trim() {
