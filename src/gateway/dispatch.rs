@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::counts::{self, Counts};
 use super::outbox::{self, Pacer, Sent};
 use super::presence::Presence;
-use super::session::Session;
+use super::session::SocketUser;
 use crate::audience::{self, AdminRoles, Audience, room};
 use crate::deliveries::DeliveryQueue;
 use crate::eventlog::tail::{Dispatch, Step};
@@ -161,9 +161,9 @@ impl Dispatcher {
             let user_id = match audience {
                 Audience::User(id) => Some(id),
                 _ => (!muting.is_empty() || !counts.is_empty())
-                    .then(|| socket.extensions.get::<Session>())
+                    .then(|| socket.extensions.get::<SocketUser>())
                     .flatten()
-                    .map(|session| session.user_id),
+                    .map(|SocketUser(id)| id),
             };
             let rules = user_id.and_then(|user_id| muting.get(&user_id));
             let mut queued = true;
@@ -194,19 +194,18 @@ impl Dispatcher {
                 }
             }
         }
+        let mut counts_sent = 0;
         for (user_id, change) in reached.counts {
             match change {
                 Change::Count(count) => {
                     match counts.get(&user_id) {
                         // Sent above: what watches this user's views follows.
                         Some((_, true)) => {
-                            metrics::pushed(emit::NOTIFICATION_COUNT);
-                            counts::push_views(
-                                &self.io,
-                                &self.presence,
-                                user_id,
-                                self.presence.moved_views(user_id),
-                            );
+                            counts_sent += 1;
+                            let moved = self.presence.moved_views(user_id);
+                            if !moved.is_empty() {
+                                counts::push_views(&self.io, &self.presence, user_id, moved);
+                            }
                         }
                         // No socket of theirs took it in the run's room.
                         _ => counts::push(&self.io, &self.presence, user_id, count),
@@ -218,6 +217,8 @@ impl Dispatcher {
                 Change::Unchanged => {}
             }
         }
+        // Once per run: a counter's labels are looked up on every call.
+        metrics::pushed_times(emit::NOTIFICATION_COUNT, counts_sent);
     }
 
     /// Applies a change to a user online here: deactivation disconnects

@@ -10,7 +10,7 @@ use serde_json::Value;
 use socketioxide::extract::{SocketRef, State, TryData};
 
 use super::Gateway;
-use super::session::{Resume, Session};
+use super::session::{Resume, Session, SocketUser};
 use crate::auth::TokenError;
 use crate::db;
 use crate::eventlog::Position;
@@ -96,6 +96,7 @@ pub async fn authenticate(
     match admit(&socket, auth.as_ref(), &gateway).await {
         Ok(session) => {
             tracing::debug!(socket.id = %socket.id, user.id = %session.user_id, "socket authenticated");
+            socket.extensions.insert(SocketUser(session.user_id));
             socket.extensions.insert(session);
             Ok(())
         }

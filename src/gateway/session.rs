@@ -25,6 +25,13 @@ pub enum Resume {
 #[derive(Clone)]
 pub struct Session(Arc<State>);
 
+/// The socket's user, stored beside its [`Session`] by the handshake: a
+/// plain copy, so the fan-out, which reads it for every socket of a
+/// broadcast, touches no shared counter (cloning the session is an atomic
+/// increment on memory no other socket shares, a cache miss each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketUser(pub Uuid);
+
 pub struct State {
     pub user_id: Uuid,
     pub user_name: String,

@@ -65,7 +65,13 @@ pub fn event_skipped(kind: &'static str, reason: &'static str) {
 }
 
 pub fn pushed(event: &'static str) {
-    counter!("herald_pushes_total", "event" => event).increment(1);
+    pushed_times(event, 1);
+}
+
+pub fn pushed_times(event: &'static str, times: u64) {
+    if times > 0 {
+        counter!("herald_pushes_total", "event" => event).increment(times);
+    }
 }
 
 /// A statement that read unread counts or sets, by why it ran: `connect`
