@@ -1,6 +1,7 @@
 //! The delivery writer's cost per `SENT` row, measured against a real
-//! PostgreSQL: herald's writer (binary COPY into the session's staging
-//! table, then one insert from it; `herald::db::deliveries::record_sent`)
+//! PostgreSQL: herald's writer (its parents looked up once each, binary COPY
+//! into the session's staging table, then one insert from it;
+//! `herald::db::deliveries::record_sent`)
 //! side by side with the single `unnest` insert it replaced.
 //!
 //!     HERALD_BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \

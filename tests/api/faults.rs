@@ -514,8 +514,8 @@ async fn metric_reaches(app: &TestApp, name: &str, value: f64) {
     }
 }
 
-/// The delivery writer's connection killed with a batch in flight: its rows
-/// copied, its insert waiting for a lock the test holds. The writer retries
+/// The delivery writer's connection killed with a batch in flight, waiting
+/// for a lock the test holds before it looks the batch's parents up. The writer retries
 /// on a new connection, and every `SENT` row lands, once.
 #[tokio::test]
 async fn killing_the_delivery_writer_mid_batch_loses_and_doubles_nothing() {
@@ -529,7 +529,7 @@ async fn killing_the_delivery_writer_mid_batch_loses_and_doubles_nothing() {
         users.push(user);
     }
     // The lock a delete holds (migration V10): the batch waits for it
-    // between its COPY and its insert.
+    // before it looks its parents up.
     let mut locker = pg_connect(&app.db.url).await;
     let lock = locker.transaction().await.unwrap();
     lock.execute(

@@ -75,9 +75,14 @@ pub fn classify(by_herald: bool, query: &str) -> &'static str {
     if q.contains("pg_current_snapshot()") && q.contains("herald.events") {
         // The tail's step: the snapshot and the events that became visible.
         "tail_steps"
-    } else if q.contains("notification_deliveries") || q.contains("staging") {
-        // The delivery writer, however it loads its batch: an insert of
-        // arrays, or COPY into a staging table and an insert-select from it.
+    } else if q.contains("notification_deliveries")
+        || q.contains("herald_delivery_batch")
+        || q.contains("delivery_parents_key()")
+        || q.starts_with("select b.id from unnest($1::uuid[]) as b (id) where exists")
+    {
+        // The delivery writer, every statement of a batch: its staging
+        // table, the lock, the lookups of its parents, the COPY and the
+        // insert-select (and mark.delivered's single rows).
         "delivery_records"
     } else if q.contains("count(") && !q.contains("herald.events") {
         // Unread counts (one user or many); replay's backlog count reads
@@ -203,6 +208,16 @@ mod tests {
             classify(true, &sql("delivery_mark_delivered.sql")),
             "delivery_records"
         );
+        // Every statement of a batch, besides the insert.
+        for writer in [
+            "delivery_batch_staging.sql",
+            "delivery_lock_parents.sql",
+            "delivery_live_notifications.sql",
+            "delivery_live_users.sql",
+            "delivery_copy_batch.sql",
+        ] {
+            assert_eq!(classify(true, &sql(writer)), "delivery_records", "{writer}");
+        }
         assert_eq!(classify(true, &sql("inbox_unread_counts.sql")), "counts");
         assert_eq!(classify(true, &sql("inbox_unread_count.sql")), "counts");
         // Comments mention counts and unread; the statements are not counts.
@@ -213,18 +228,6 @@ mod tests {
         );
         assert_eq!(classify(true, &sql("events_replay.sql")), "herald_other");
         assert_eq!(classify(true, "COMMIT"), "herald_other");
-    }
-
-    #[test]
-    fn a_staged_delivery_writer_counts_as_delivery_records() {
-        for q in [
-            "COPY pg_temp.delivery_staging (notification_id, user_id, sent_at) FROM STDIN BINARY",
-            "create temporary table if not exists delivery_staging (like x)",
-            "insert into herald.notification_deliveries (notification_id) select notification_id from delivery_staging",
-            "truncate delivery_staging",
-        ] {
-            assert_eq!(classify(true, q), "delivery_records", "{q}");
-        }
     }
 
     #[test]
@@ -265,7 +268,11 @@ mod tests {
                     "select snap from pg_current_snapshot() snap, herald.events",
                     10.0,
                 ),
-                s(true, "copy delivery_staging from stdin binary", 5.0),
+                s(
+                    true,
+                    "copy pg_temp.herald_delivery_batch from stdin (format binary)",
+                    5.0,
+                ),
                 s(true, "-- a count\nselect 1", 1.0),
             ],
             1000,
