@@ -12,7 +12,7 @@
 //! Every event kind is handled in [`route`] alone; both paths follow it,
 //! including what the event does to unread counts ([`Emission::unread`]).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -22,7 +22,7 @@ use crate::eventlog::{Event, Kind};
 use crate::names::emit;
 use crate::preferences::{Channel, Preference, Rules};
 use crate::unread::{Effect, Subject};
-use crate::wire;
+use crate::wire::{self, RawJson};
 
 /// Who an event is addressed to, from its routing columns.
 pub fn audience_of(event: &Event) -> Option<Audience> {
@@ -34,7 +34,9 @@ pub fn audience_of(event: &Event) -> Option<Audience> {
 pub struct Emission {
     pub audience: Audience,
     pub event: &'static str,
-    pub payload: serde_json::Value,
+    /// Serialized once, when routed, and copied as it is into the packet
+    /// of every socket it reaches.
+    pub payload: RawJson,
     /// The notification a `notification:new` announces: its pushes are
     /// recorded as deliveries.
     pub delivers: Option<Uuid>,
@@ -404,12 +406,7 @@ fn shows(
     }
 }
 
-fn to_user(
-    user: Uuid,
-    event: &'static str,
-    payload: serde_json::Value,
-    unread: Effect,
-) -> Emission {
+fn to_user(user: Uuid, event: &'static str, payload: RawJson, unread: Effect) -> Emission {
     Emission {
         audience: Audience::User(user),
         event,
@@ -432,7 +429,7 @@ fn personal<'a, T: Deserialize<'a>>(event: &'a Event, what: &str) -> Result<(Uui
 /// it first: a broadcast's payload is read once per event, a replay's once
 /// per socket).
 fn payload<'a, T: Deserialize<'a>>(event: &'a Event) -> Result<T, serde_json::Error> {
-    T::deserialize(&event.payload)
+    serde_json::from_str(event.payload.get())
 }
 
 fn is_expired(notification: &wire::Notification, now: OffsetDateTime) -> bool {
@@ -444,9 +441,8 @@ fn expiry(notification: &wire::Notification) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()
 }
 
-fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
-    // Serializing these plain structs of strings, ids and JSON values cannot fail.
-    serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
+fn json<T: Serialize>(value: &T) -> RawJson {
+    RawJson::of(value)
 }
 
 /// Event rows as the triggers write them, for the tests of the modules
@@ -475,7 +471,7 @@ pub(crate) mod samples {
             user_id: user,
             sector_id: sector,
             audience: Some(audience.into()),
-            payload,
+            payload: RawJson::of(&payload),
         }
     }
 
@@ -532,11 +528,14 @@ mod tests {
         assert_eq!(emission.audience, Audience::User(user));
         assert_eq!(emission.audience.room(), format!("user:{user}"));
         assert_eq!(emission.event, "notification:new");
-        assert_eq!(emission.payload["eventId"], "p1");
-        assert_eq!(emission.payload["title"], "Shipped");
-        assert_eq!(emission.payload["expiresAt"], serde_json::Value::Null);
+        assert_eq!(emission.payload.value()["eventId"], "p1");
+        assert_eq!(emission.payload.value()["title"], "Shipped");
+        assert_eq!(
+            emission.payload.value()["expiresAt"],
+            serde_json::Value::Null
+        );
         assert!(
-            emission.payload.get("userId").is_none(),
+            emission.payload.value().get("userId").is_none(),
             "routing columns stay internal"
         );
         assert_eq!(emission.delivers, Some(Uuid::nil()));
@@ -641,7 +640,7 @@ mod tests {
         assert_eq!(emission.audience, Audience::User(reader));
         assert_eq!(emission.event, "notification:read");
         assert_eq!(
-            emission.payload,
+            emission.payload.value(),
             json!({"notificationId": n, "readAt": "2026-11-27T09:00:00.000000Z", "eventId": "p2"})
         );
         assert_eq!(emission.delivers, None);
@@ -664,7 +663,7 @@ mod tests {
         };
         assert_eq!(emission.audience, Audience::Sector(sector));
         assert_eq!(
-            emission.payload,
+            emission.payload.value(),
             json!({"notificationId": n, "eventId": "p3"})
         );
     }
@@ -904,7 +903,7 @@ mod tests {
         let Decision::Emit(emission) = decide(&e, &m, NOW, &admins(), || "after-7".into()) else {
             panic!("not emitted")
         };
-        assert_eq!(emission.payload["eventId"], "after-7");
+        assert_eq!(emission.payload.value()["eventId"], "after-7");
         assert_eq!(emission.delivers, Some(Uuid::nil()));
     }
 }

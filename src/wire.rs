@@ -3,9 +3,62 @@
 //! that has no value (never omitted).
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
+
+/// JSON kept as its text: an event row's payload as PostgreSQL sent it, read
+/// straight into the struct its kind needs, and a socket event's payload,
+/// serialized once and copied as it is into every packet. No tree of
+/// values is built in between.
+#[derive(Debug, Clone)]
+pub struct RawJson(Box<RawValue>);
+
+impl RawJson {
+    pub fn of<T: Serialize + ?Sized>(value: &T) -> Self {
+        // herald's payloads are plain structs of strings, ids and JSON
+        // values, which always serialize.
+        Self(serde_json::value::to_raw_value(value).unwrap_or_else(|_| RawValue::NULL.to_owned()))
+    }
+
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The JSON as a value, for tests to look into.
+    #[cfg(test)]
+    pub fn value(&self) -> serde_json::Value {
+        serde_json::from_str(self.get()).unwrap_or_default()
+    }
+}
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Serialize for RawJson {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'a> tokio_postgres::types::FromSql<'a> for RawJson {
+    fn from_sql(
+        ty: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let tokio_postgres::types::Json(json) =
+            tokio_postgres::types::Json::<Box<RawValue>>::from_sql(ty, raw)?;
+        Ok(Self(json))
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        <tokio_postgres::types::Json<Box<RawValue>> as tokio_postgres::types::FromSql>::accepts(ty)
+    }
+}
 
 /// A notification as `notification:new` carries it. The event log's
 /// payload is built in SQL (`herald.notification_json`) and parsed into

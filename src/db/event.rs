@@ -64,7 +64,7 @@ pub struct Event {
     pub user_id: Option<Uuid>,
     pub sector_id: Option<Uuid>,
     pub audience: Option<String>,
-    pub payload: serde_json::Value,
+    pub payload: crate::wire::RawJson,
 }
 
 /// Why a row could not be read as an event.

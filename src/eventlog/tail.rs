@@ -369,7 +369,7 @@ mod tests {
             user_id: None,
             sector_id: None,
             audience: None,
-            payload: serde_json::Value::Null,
+            payload: crate::wire::RawJson::of(&serde_json::Value::Null),
         }
     }
 

@@ -477,7 +477,7 @@ mod tests {
     fn ids(plan: &CatchUp) -> Vec<serde_json::Value> {
         plan.emissions
             .iter()
-            .map(|e| e.payload["id"].clone())
+            .map(|e| e.payload.value()["id"].clone())
             .collect()
     }
 
@@ -515,7 +515,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            plan.emissions[2].payload["eventId"],
+            plan.emissions[2].payload.value()["eventId"],
             Position::after_event(&from, &end, 105, 3).to_string()
         );
         assert!(!plan.moved && !plan.disconnect);

@@ -126,18 +126,10 @@ impl Dispatcher {
         let Some(ns) = self.io.of(NAMESPACE) else {
             return;
         };
-        // Serialized once each, copied into each socket's packet.
+        // Serialized when routed, copied into each socket's packet.
         let packets: Vec<_> = emissions
             .iter()
-            .filter_map(
-                |(emission, _)| match serde_json::value::to_raw_value(&emission.payload) {
-                    Ok(payload) => Some((emission.event, payload, emission.unread.shows())),
-                    Err(error) => {
-                        tracing::error!(error = %error, "payload did not serialize");
-                        None
-                    }
-                },
-            )
+            .map(|(emission, _)| (emission.event, &emission.payload, emission.unread.shows()))
             .collect();
         // Those who mute a kind a notification here is of, when any does.
         let muting = if emissions.iter().any(|(e, _)| e.unread.shows().is_some()) {
@@ -325,7 +317,7 @@ mod tests {
         Emission {
             audience,
             event: crate::names::emit::NOTIFICATION_NEW,
-            payload: serde_json::json!({"n": n}),
+            payload: crate::wire::RawJson::of(&serde_json::json!({"n": n})),
             delivers: None,
             unread: Effect::None,
         }
@@ -339,7 +331,7 @@ mod tests {
             if let Some((audience, emissions)) = run.take() {
                 let ns = emissions
                     .iter()
-                    .map(|(e, _)| e.payload["n"].as_u64().unwrap_or(0) as u128);
+                    .map(|(e, _)| e.payload.value()["n"].as_u64().unwrap_or(0) as u128);
                 sent.push((audience, ns.collect()));
             }
         };

@@ -758,7 +758,8 @@ async fn a_catch_up_read_from_the_log_keeps_the_changes_to_its_user() {
                 .unwrap()
                 .iter()
                 .map(|e| {
-                    let title = e.payload["title"].as_str().map(str::to_owned);
+                    let payload: serde_json::Value = serde_json::from_str(e.payload.get()).unwrap();
+                    let title = payload["title"].as_str().map(str::to_owned);
                     title.unwrap_or_else(|| e.kind.as_str().to_owned())
                 })
                 .collect::<Vec<_>>()
