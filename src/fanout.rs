@@ -12,7 +12,7 @@
 //! Every event kind is handled in [`route`] alone; both paths follow it,
 //! including what the event does to unread counts ([`Emission::unread`]).
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -259,7 +259,7 @@ pub fn route(event: &Event, event_id: &str, now: OffsetDateTime) -> Route {
             Route::Emit(Emission {
                 audience: Audience::User(reader),
                 event: emit::NOTIFICATION_READ,
-                payload: json(&payload),
+                payload: RawJson::of(&payload),
                 delivers: None,
                 unread: Effect::Removes(read.notification_id),
             })
@@ -279,7 +279,7 @@ pub fn route(event: &Event, event_id: &str, now: OffsetDateTime) -> Route {
             Route::Emit(Emission {
                 audience,
                 event: emit::NOTIFICATION_RETRACTED,
-                payload: json(&payload),
+                payload: RawJson::of(&payload),
                 delivers: None,
                 unread: Effect::Removes(retracted.notification_id),
             })
@@ -307,7 +307,7 @@ pub fn route(event: &Event, event_id: &str, now: OffsetDateTime) -> Route {
             Route::Emit(to_user(
                 user,
                 emit::NOTIFICATION_ARCHIVED,
-                json(&payload),
+                RawJson::of(&payload),
                 Effect::None,
             ))
         }
@@ -324,7 +324,7 @@ pub fn route(event: &Event, event_id: &str, now: OffsetDateTime) -> Route {
             Route::Emit(to_user(
                 user,
                 emit::NOTIFICATION_UNARCHIVED,
-                json(&payload),
+                RawJson::of(&payload),
                 Effect::None,
             ))
         }
@@ -341,7 +341,7 @@ pub fn route(event: &Event, event_id: &str, now: OffsetDateTime) -> Route {
             Route::Emit(to_user(
                 user,
                 emit::NOTIFICATION_SNOOZED,
-                json(&payload),
+                RawJson::of(&payload),
                 Effect::Reload,
             ))
         }
@@ -373,7 +373,7 @@ pub fn route(event: &Event, event_id: &str, now: OffsetDateTime) -> Route {
             Route::Emit(to_user(
                 user,
                 emit::PREFERENCES_UPDATED,
-                json(&payload),
+                RawJson::of(&payload),
                 Effect::Rules(rules),
             ))
         }
@@ -396,7 +396,7 @@ fn shows(
     Emission {
         audience,
         event: emit::NOTIFICATION_NEW,
-        payload: json(&payload),
+        payload: RawJson::of(&payload),
         delivers,
         unread: Effect::Adds {
             id: notification.id,
@@ -439,10 +439,6 @@ fn is_expired(notification: &wire::Notification, now: OffsetDateTime) -> bool {
 fn expiry(notification: &wire::Notification) -> Option<OffsetDateTime> {
     let at = notification.expires_at.as_deref()?;
     OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()
-}
-
-fn json<T: Serialize>(value: &T) -> RawJson {
-    RawJson::of(value)
 }
 
 /// Event rows as the triggers write them, for the tests of the modules

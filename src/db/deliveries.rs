@@ -85,7 +85,7 @@ fn distinct(ids: impl Iterator<Item = Uuid>) -> Vec<Uuid> {
     ids.collect::<HashSet<_>>().into_iter().collect()
 }
 
-/// Which of `ids` the lookup `sql` (`id = any ($1)`) finds.
+/// Which of `ids` the lookup `sql` finds (its `$1` is the array of them).
 async fn existing(
     transaction: &deadpool_postgres::Transaction<'_>,
     sql: &str,
