@@ -1,16 +1,19 @@
 //! The delivery writer's cost per `SENT` row, measured against a real
-//! PostgreSQL: herald's writer (its parents looked up once each, binary COPY
-//! into the session's staging table, then one insert from it;
-//! `herald::db::deliveries::record_sent`)
-//! side by side with the single `unnest` insert it replaced.
+//! PostgreSQL: herald's writer (`herald::db::deliveries::record_sent`, its
+//! parents looked up once each) by each of its methods, binary COPY
+//! straight into the table and binary COPY into the session's staging
+//! table then one insert from it, side by side with the single `unnest`
+//! insert they replaced.
 //!
 //!     HERALD_BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \
 //!       cargo bench --bench delivery_writer -- [REPETITIONS]
 //!
 //! The URL's role must be allowed to create databases: the run (re)creates
 //! `herald_bench_deliveries` next to the URL's database and leaves it there.
-//! Each repetition writes a fresh broadcast's batch of 1,000 and of 10,000
-//! pairs with each writer, alternating, so both meet the same table growth.
+//! Each repetition writes, with each writer in turn (so all meet the same
+//! table growth), a fresh broadcast's batch of 1,000 and of 10,000 pairs,
+//! and a batch of 200 personal notifications (a pair each), the shape of a
+//! unicast load's batches.
 //! Reported per row, medians over the repetitions: the client's wall time
 //! for the whole batch (transaction included), and PostgreSQL's execution
 //! time of the batch's statements from `pg_stat_statements` when the server
@@ -22,11 +25,13 @@
 use std::time::Instant;
 
 use anyhow::Context;
+use herald::db::deliveries::Method;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 const DATABASE: &str = "herald_bench_deliveries";
-const SIZES: [usize; 2] = [1_000, 10_000];
+/// Batches: pairs, and whether each has a notification of its own.
+const SHAPES: [(usize, bool); 3] = [(1_000, false), (10_000, false), (200, true)];
 /// The statement herald's writer ran before binary COPY, kept here verbatim
 /// to compare against.
 const UNNEST: &str = "
@@ -56,49 +61,27 @@ type Sent = (Uuid, Uuid, OffsetDateTime);
 #[derive(Clone, Copy, PartialEq)]
 enum Writer {
     Unnest,
-    Copy,
-    Floor,
-}
-
-/// The rows alone: binary COPY straight into the table, with neither
-/// conflict handling nor parent checks (right for the bench's fresh pairs
-/// only); what the staging step costs on top.
-async fn floor(client: &mut deadpool_postgres::Client, sent: &[Sent]) -> u64 {
-    use tokio_postgres::binary_copy::BinaryCopyInWriter;
-    use tokio_postgres::types::{ToSql, Type};
-    let sink = client
-        .copy_in("copy herald.notification_deliveries (notification_id, user_id, status, sent_at) from stdin (format binary)")
-        .await
-        .unwrap();
-    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(
-        sink,
-        &[Type::UUID, Type::UUID, Type::TEXT, Type::TIMESTAMPTZ]
-    ));
-    for (notification, user, at) in sent {
-        writer
-            .as_mut()
-            .write(&[notification as &(dyn ToSql + Sync), user, &"SENT", at])
-            .await
-            .unwrap();
-    }
-    writer.finish().await.unwrap()
+    Herald(Method),
 }
 
 impl Writer {
     fn name(self) -> &'static str {
         match self {
             Writer::Unnest => "unnest insert",
-            Writer::Copy => "binary COPY + insert",
-            Writer::Floor => "floor: binary COPY into the table",
+            Writer::Herald(Method::Merge) => "merge: binary COPY into staging + insert",
+            Writer::Herald(Method::Copy) => "copy: binary COPY into the table",
         }
     }
 
     async fn write(self, client: &mut deadpool_postgres::Client, batch: &[Sent]) -> u64 {
         match self {
-            Writer::Floor => floor(client, batch).await,
-            Writer::Copy => herald::db::deliveries::record_sent(client, batch)
-                .await
-                .expect("COPY batch"),
+            Writer::Herald(method) => {
+                let recorded = herald::db::deliveries::record_sent(client, batch, method)
+                    .await
+                    .expect("herald's batch");
+                assert_eq!(recorded.method, method, "fresh pairs take the method asked");
+                recorded.rows
+            }
             Writer::Unnest => {
                 let statement = client.prepare_cached(UNNEST).await.expect("prepare");
                 let notifications: Vec<Uuid> = batch.iter().map(|s| s.0).collect();
@@ -139,6 +122,20 @@ fn median(mut values: Vec<f64>) -> f64 {
     } else {
         (values[n / 2 - 1] + values[n / 2]) / 2.0
     }
+}
+
+/// The first column of `sql`'s rows.
+async fn column(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> anyhow::Result<Vec<Uuid>> {
+    Ok(client
+        .query(sql, params)
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect())
 }
 
 /// `url` with its database replaced by [`DATABASE`].
@@ -187,7 +184,7 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("pg_stat_statements is not loaded: wall time only");
     }
     let sector = Uuid::new_v4();
-    let largest = SIZES.iter().copied().max().unwrap_or(0);
+    let largest = SHAPES.iter().map(|&(size, _)| size).max().unwrap_or(0);
     let mut users: Vec<Uuid> = (0..largest).map(|_| Uuid::new_v4()).collect();
     users.sort_unstable();
     setup
@@ -207,27 +204,33 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("the writer's backend is not on this machine: no CPU time");
     }
 
-    let writers = [Writer::Unnest, Writer::Copy, Writer::Floor];
+    let writers = [
+        Writer::Unnest,
+        Writer::Herald(Method::Merge),
+        Writer::Herald(Method::Copy),
+    ];
     let mut samples: Vec<Vec<Vec<Sample>>> = writers
         .iter()
-        .map(|_| SIZES.iter().map(|_| Vec::new()).collect())
+        .map(|_| SHAPES.iter().map(|_| Vec::new()).collect())
         .collect();
     // The first round warms caches and prepared statements and is not counted.
     for round in 0..=repetitions {
-        for (s, &size) in SIZES.iter().enumerate() {
+        for (s, &(size, personal)) in SHAPES.iter().enumerate() {
             for (w, &writer) in writers.iter().enumerate() {
-                let notification: Uuid = setup
-                    .query_one(
-                        "insert into herald.notifications (sector_id, title) values ($1, 'bench') returning id",
-                        &[&sector],
-                    )
-                    .await?
-                    .get(0);
+                let notifications: Vec<Uuid> = column(
+                    &setup,
+                    "insert into herald.notifications (sector_id, title)
+                     select $1, 'bench' from generate_series(1, $2::int) returning id",
+                    &[&sector, &(if personal { size as i32 } else { 1 })],
+                )
+                .await?;
                 let now = OffsetDateTime::now_utc();
-                let batch: Vec<Sent> = users[..size]
+                let mut batch: Vec<Sent> = users[..size]
                     .iter()
-                    .map(|&user| (notification, user, now))
+                    .enumerate()
+                    .map(|(i, &user)| (notifications[i % notifications.len()], user, now))
                     .collect();
+                batch.sort_unstable_by_key(|&(notification, user, _)| (notification, user));
                 if statements {
                     setup
                         .batch_execute("select pg_stat_statements_reset()")
@@ -271,12 +274,10 @@ async fn main() -> anyhow::Result<()> {
     }
 
     println!("delivery writer, µs per SENT row, medians of {repetitions} batches");
-    println!(
-        "| writer | rows per batch | PostgreSQL (pg_stat_statements) | backend CPU | wall (client) |"
-    );
+    println!("| writer | batch | PostgreSQL (pg_stat_statements) | backend CPU | wall (client) |");
     println!("|---|---|---|---|---|");
     for (w, writer) in writers.iter().enumerate() {
-        for (s, size) in SIZES.iter().enumerate() {
+        for (s, (size, personal)) in SHAPES.iter().enumerate() {
             let batches = &samples[w][s];
             let wall = median(batches.iter().map(|b| b.wall).collect());
             let column = |value: fn(&Sample) -> Option<f64>| {
@@ -288,8 +289,9 @@ async fn main() -> anyhow::Result<()> {
             };
             let postgres = column(|b| b.postgres);
             let cpu = column(|b| b.cpu);
+            let shape = if *personal { "personal" } else { "broadcast" };
             println!(
-                "| {} | {size} | {postgres} | {cpu} | {wall:.2} |",
+                "| {} | {size} {shape} | {postgres} | {cpu} | {wall:.2} |",
                 writer.name()
             );
         }

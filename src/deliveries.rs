@@ -3,13 +3,14 @@
 //!
 //! The fan-out only enqueues pairs; one task gathers them into batches and
 //! [`WRITERS`] connections write batches side by side, each in one
-//! transaction (binary `COPY` into a staging table, then one insert; see
+//! transaction (binary `COPY` straight into the table, or through a staging
+//! table while pairs recorded already are about; see [`Methods`] and
 //! [`db::deliveries::record_sent`]). The queue is bounded: when PostgreSQL cannot keep up,
 //! pairs beyond it are counted and logged as dropped audit rows rather than
 //! stalling pushes to clients. Its depth is the writer's lag.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -18,6 +19,7 @@ use uuid::Uuid;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::db::deliveries::{Method, Recorded};
 use crate::db::{self, Pool};
 
 /// Rows per insert.
@@ -27,6 +29,11 @@ const BATCH: usize = 5_000;
 const WRITERS: usize = 2;
 /// Attempts per batch before its rows are given up (and counted).
 const ATTEMPTS: u32 = 3;
+/// Batches merged, after one met a pair recorded already, before `COPY` is
+/// tried again: the first time, and at most (doubling while `COPY` keeps
+/// meeting such pairs).
+const MERGES_AFTER_CONFLICT: u32 = 64;
+const MOST_MERGES_AFTER_CONFLICT: u32 = 4_096;
 
 type Sent = (Uuid, Uuid, OffsetDateTime);
 
@@ -87,13 +94,14 @@ pub fn start(
 async fn write_batches(pool: Pool, rx: mpsc::Receiver<Sent>, stop: CancellationToken) {
     let (batches, ready) = mpsc::channel::<Vec<Sent>>(WRITERS);
     let ready = Arc::new(tokio::sync::Mutex::new(ready));
+    let methods = Arc::new(Methods::default());
     let writers = (0..WRITERS).map(|_| {
-        let (pool, ready) = (pool.clone(), ready.clone());
+        let (pool, ready, methods) = (pool.clone(), ready.clone(), methods.clone());
         async move {
             loop {
                 let batch = ready.lock().await.recv().await;
                 match batch {
-                    Some(batch) => write(&pool, &batch).await,
+                    Some(batch) => write(&pool, &batch, &methods).await,
                     None => return,
                 }
             }
@@ -136,24 +144,79 @@ async fn gather(
             }
         }
         // In key order: concurrent batches that share a pair then take its
-        // index entry in the same order and cannot deadlock.
+        // index entry in the same order and cannot deadlock. Once each: a
+        // pair twice in a batch would fail its COPY.
         batch.sort_unstable_by_key(|&(notification, user, _)| (notification, user));
+        batch.dedup_by_key(|&mut (notification, user, _)| (notification, user));
         if batches.send(batch).await.is_err() {
             return;
         }
     }
 }
 
-async fn write(pool: &Pool, batch: &[Sent]) {
+/// Which method the next batch is written by: [`Method::Copy`], the rows at
+/// their own cost, unless a recent batch met a pair recorded already.
+///
+/// Such pairs come in streaks, not alone: clients that acknowledge every
+/// push (their `mark.delivered` lands before herald's `SENT`), users with
+/// sockets on two instances (each records the pair). A `COPY` that meets one
+/// is written again by [`Method::Merge`], so during a streak trying `COPY`
+/// first would cost each batch twice (and log an error in PostgreSQL's log
+/// each time); the next [`MERGES_AFTER_CONFLICT`] batches merge instead,
+/// twice as many each time `COPY` meets such a pair again, up to
+/// [`MOST_MERGES_AFTER_CONFLICT`], and as few again once a `COPY` goes
+/// through. Only what a batch costs depends on it: either method writes the
+/// same rows.
+#[derive(Debug, Default)]
+struct Methods {
+    merges_left: AtomicU32,
+    /// The merges the last conflict was answered with; 0 after a clean COPY.
+    streak: AtomicU32,
+}
+
+impl Methods {
+    fn next(&self) -> Method {
+        match self
+            .merges_left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        {
+            Ok(_) => Method::Merge,
+            Err(_) => Method::Copy,
+        }
+    }
+
+    /// What a batch asked for `asked` did.
+    fn written(&self, asked: Method, recorded: Recorded) {
+        let method = match (asked, recorded.method) {
+            (Method::Copy, Method::Copy) => {
+                self.streak.store(0, Ordering::Relaxed);
+                "copy"
+            }
+            (Method::Copy, Method::Merge) => {
+                let merges = (self.streak.load(Ordering::Relaxed) * 2)
+                    .clamp(MERGES_AFTER_CONFLICT, MOST_MERGES_AFTER_CONFLICT);
+                self.streak.store(merges, Ordering::Relaxed);
+                self.merges_left.store(merges, Ordering::Relaxed);
+                "copy_then_merge"
+            }
+            (Method::Merge, _) => "merge",
+        };
+        crate::telemetry::metrics::delivery_batch(method);
+    }
+}
+
+async fn write(pool: &Pool, batch: &[Sent], methods: &Methods) {
     let mut delay = Duration::from_millis(100);
     for attempt in 1..=ATTEMPTS {
+        let method = methods.next();
         let result = async {
             let mut client = pool.get().await?;
-            anyhow::Ok(db::deliveries::record_sent(&mut client, batch).await?)
+            anyhow::Ok(db::deliveries::record_sent(&mut client, batch, method).await?)
         }
         .await;
         match result {
-            Ok(_) => {
+            Ok(recorded) => {
+                methods.written(method, recorded);
                 crate::telemetry::metrics::deliveries_recorded(batch.len());
                 return;
             }
@@ -213,6 +276,66 @@ mod tests {
         })
         .await;
         assert_eq!(batches, vec![vec![pair(1, 1), pair(1, 2), pair(2, 1)]]);
+    }
+
+    #[tokio::test]
+    async fn a_pair_queued_twice_is_written_once() {
+        let batches = gathered(8, |tx| {
+            for p in [pair(1, 2), pair(1, 1), pair(1, 2)] {
+                tx.try_send(p).unwrap();
+            }
+        })
+        .await;
+        assert_eq!(batches, vec![vec![pair(1, 1), pair(1, 2)]]);
+    }
+
+    /// The batches `methods` merges before it copies again.
+    fn merges(methods: &Methods) -> u32 {
+        let merged = Recorded {
+            rows: 1,
+            method: Method::Merge,
+        };
+        let mut merges = 0;
+        while methods.next() == Method::Merge {
+            methods.written(Method::Merge, merged);
+            merges += 1;
+        }
+        merges
+    }
+
+    #[test]
+    fn after_a_copy_meets_a_recorded_pair_the_next_batches_merge_more_while_it_keeps_meeting_them()
+    {
+        let methods = Methods::default();
+        let (copied, merged) = (
+            Recorded {
+                rows: 1,
+                method: Method::Copy,
+            },
+            Recorded {
+                rows: 1,
+                method: Method::Merge,
+            },
+        );
+        assert_eq!(merges(&methods), 0, "a new writer copies");
+        methods.written(Method::Copy, copied);
+        assert_eq!(merges(&methods), 0, "a clean COPY changes nothing");
+
+        let mut expected = Vec::new();
+        let mut seen = Vec::new();
+        for _ in 0..8 {
+            methods.written(Method::Copy, merged);
+            seen.push(merges(&methods));
+            expected
+                .push((MERGES_AFTER_CONFLICT << expected.len()).min(MOST_MERGES_AFTER_CONFLICT));
+        }
+        assert_eq!(seen, expected);
+        assert_eq!(seen.last(), Some(&MOST_MERGES_AFTER_CONFLICT));
+
+        // A COPY that goes through starts the next streak small again.
+        methods.written(Method::Copy, copied);
+        methods.written(Method::Copy, merged);
+        assert_eq!(merges(&methods), MERGES_AFTER_CONFLICT);
     }
 
     #[tokio::test]

@@ -141,6 +141,12 @@ pub fn deliveries_recorded(rows: usize) {
     counter!("herald_deliveries_recorded_total").increment(rows as u64);
 }
 
+/// A batch of `SENT` rows written: by `copy`, by `merge`, or by
+/// `copy_then_merge` (its COPY met a pair recorded already).
+pub fn delivery_batch(method: &'static str) {
+    counter!("herald_delivery_batches_total", "method" => method).increment(1);
+}
+
 pub fn deliveries_dropped(rows: usize) {
     counter!("herald_deliveries_dropped_total").increment(rows as u64);
 }

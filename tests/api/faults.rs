@@ -497,23 +497,6 @@ async fn a_malformed_event_row_is_logged_by_id_and_kind_and_the_log_goes_on() {
     );
 }
 
-/// Polls `/metrics` until `name` reaches `value`; panics after 10 s with
-/// what it last read.
-async fn metric_reaches(app: &TestApp, name: &str, value: f64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let now = app.metric(name).await;
-        if now >= value {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} is {now}, not {value}, after 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// The delivery writer's connection killed with a batch in flight, waiting
 /// for a lock the test holds before it looks the batch's parents up. The writer retries
 /// on a new connection, and every `SENT` row lands, once.
@@ -591,7 +574,8 @@ async fn killing_the_delivery_writer_mid_batch_loses_and_doubles_nothing() {
             second.to_string()
         );
     }
-    metric_reaches(&app, "herald_deliveries_recorded_total", 10.0).await;
+    app.metric_reaches("herald_deliveries_recorded_total", 10.0)
+        .await;
     let rows: HashSet<(Uuid, Uuid)> = app
         .pg
         .query(

@@ -649,6 +649,83 @@ async fn mark_delivered_records_delivery_and_pushes_are_recorded_as_sent() {
     assert_eq!(recipients, HashSet::from([user, bob]));
 }
 
+/// A pair can be recorded before herald's `SENT` for it: a client that
+/// acknowledges on receipt, another instance, or (here) a row written with
+/// the notification itself. The writer's COPY meets it and the batch is
+/// merged instead: that row keeps its status, the other recipient's `SENT`
+/// lands, and the next batch merges without trying COPY.
+#[tokio::test]
+async fn a_pair_recorded_before_its_sent_keeps_its_row_and_the_writer_merges_the_next_batch() {
+    let app = TestApp::spawn().await;
+    let (ada, bob) = (
+        app.user("Ada", "USER", None).await,
+        app.user("Bob", "USER", None).await,
+    );
+    let (mut ada_client, mut bob_client) = (online(&app, ada).await, online(&app, bob).await);
+
+    let mut producer = app.db.client().await;
+    let transaction = producer.transaction().await.unwrap();
+    let all: Uuid = transaction
+        .query_one(
+            "insert into herald.notifications (audience, title) values ('all', 'everyone') returning id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    transaction
+        .execute(
+            "insert into herald.notification_deliveries (notification_id, user_id, status, delivered_at)
+             values ($1, $2, 'DELIVERED', now())",
+            &[&all, &ada],
+        )
+        .await
+        .unwrap();
+    transaction.commit().await.unwrap();
+    ada_client.wait_for("notification:new").await;
+    bob_client.wait_for("notification:new").await;
+
+    app.metric_reaches(
+        r#"herald_delivery_batches_total{method="copy_then_merge"}"#,
+        1.0,
+    )
+    .await;
+    let rows: Vec<(Uuid, String, bool)> = app
+        .pg
+        .query(
+            "select user_id, status, sent_at is not null from herald.notification_deliveries
+              where notification_id = $1 order by status",
+            &[&all],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (ada, "DELIVERED".to_owned(), false),
+            (bob, "SENT".to_owned(), true)
+        ]
+    );
+
+    let next = app.notify(bob, "after").await;
+    bob_client.wait_for("notification:new").await;
+    assert_eq!(
+        delivery_row(&app, next, bob).await,
+        Some(("SENT".to_owned(), true))
+    );
+    app.metric_reaches(r#"herald_delivery_batches_total{method="merge"}"#, 1.0)
+        .await;
+    assert_eq!(
+        app.metric(r#"herald_delivery_batches_total{method="copy"}"#)
+            .await,
+        0.0,
+        "no COPY was tried after the conflict"
+    );
+}
+
 #[tokio::test]
 async fn auth_refresh_extends_the_session_only_for_the_same_user() {
     let app = TestApp::spawn().await;

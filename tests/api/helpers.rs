@@ -228,6 +228,24 @@ impl TestApp {
             .sum()
     }
 
+    /// Polls `/metrics` until `name` (a metric, or one of its label sets:
+    /// `name{label="value"}`) reaches `value`; panics after 10 s with what
+    /// it last read.
+    pub async fn metric_reaches(&self, name: &str, value: f64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = self.metric(name).await;
+            if now >= value {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} is {now}, not {value}, after 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     async fn wait_ready(&self) {
         let client = reqwest::Client::new();
         for _ in 0..200 {

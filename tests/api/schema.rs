@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use herald::db::deliveries::{Method, Recorded};
 use serde_json::json;
 use tokio_postgres::AsyncMessage;
 use uuid::Uuid;
@@ -734,10 +735,17 @@ async fn delivery_records_skip_and_follow_deleted_notifications_and_users() {
             (Uuid::new_v4(), ada, now),
             (broadcast, Uuid::new_v4(), now),
         ],
+        Method::Copy,
     )
     .await
     .unwrap();
-    assert_eq!(written, 3);
+    assert_eq!(
+        written,
+        Recorded {
+            rows: 3,
+            method: Method::Copy
+        }
+    );
     let mut expected = vec![(broadcast, ada), (broadcast, grace), (personal, ada)];
     expected.sort();
     assert_eq!(delivery_rows(pg).await, expected);
@@ -808,14 +816,22 @@ async fn a_mixed_batch_of_thousands_lands_exactly_its_new_live_pairs() {
     batch.extend(users.iter().step_by(10).map(|&user| (broadcast, user, now)));
     batch.sort_unstable_by_key(|&(notification, user, _)| (notification, user));
 
+    // Asked to copy, the batch meets the pairs recorded before (and its
+    // own repeats) and is merged instead.
     let mut writer = sector.pool.get().await.unwrap();
-    let written = herald::db::deliveries::record_sent(&mut writer, &batch)
+    let written = herald::db::deliveries::record_sent(&mut writer, &batch, Method::Copy)
         .await
         .unwrap();
     // Both notifications to every member but the deleted one, less the two
     // broadcast pairs recorded before.
     let live = USERS - 1;
-    assert_eq!(written, (2 * live - 2) as u64);
+    assert_eq!(
+        written,
+        Recorded {
+            rows: (2 * live - 2) as u64,
+            method: Method::Merge
+        }
+    );
 
     let rows: Vec<(Uuid, Uuid, String, time::OffsetDateTime)> = pg
         .query(
@@ -843,17 +859,22 @@ async fn a_mixed_batch_of_thousands_lands_exactly_its_new_live_pairs() {
     assert_eq!(rows.len(), expected.len());
     assert!(rows == expected, "the rows differ from the expected ones");
 
-    // The staging of the first batch is gone: if its rows lingered, this
-    // batch would write them again after a DBA removed them.
+    // Nothing of the first batch is left: neither its failed COPY (this
+    // batch copies cleanly) nor its staging (if those rows lingered, this
+    // batch would write them again after a DBA removed them).
     pg.execute("delete from herald.notification_deliveries", &[])
         .await
         .unwrap();
     let only = insert_notification(pg, "user_id", users[5]).await;
-    let written = herald::db::deliveries::record_sent(&mut writer, &[(only, users[5], now)])
-        .await
-        .unwrap();
-    assert_eq!(written, 1);
-    assert_eq!(delivery_rows(pg).await, vec![(only, users[5])]);
+    for method in [Method::Copy, Method::Merge] {
+        let written =
+            herald::db::deliveries::record_sent(&mut writer, &[(only, users[5], now)], method)
+                .await
+                .unwrap();
+        let rows = u64::from(method == Method::Copy);
+        assert_eq!(written, Recorded { rows, method });
+        assert_eq!(delivery_rows(pg).await, vec![(only, users[5])]);
+    }
 }
 
 #[tokio::test]
@@ -893,6 +914,7 @@ async fn a_delivery_batch_waits_for_a_delete_in_flight_and_leaves_no_orphan() {
                     (other, grace, now),
                     (other, ada, now),
                 ],
+                Method::Copy,
             )
             .await
         });

@@ -80,9 +80,9 @@ pub fn classify(by_herald: bool, query: &str) -> &'static str {
         || q.contains("delivery_parents_key()")
         || q.starts_with("select b.id from unnest($1::uuid[]) as b (id) where exists")
     {
-        // The delivery writer, every statement of a batch: its staging
-        // table, the lock, the lookups of its parents, the COPY and the
-        // insert-select (and mark.delivered's single rows).
+        // The delivery writer, every statement of a batch: the lock, the
+        // lookups of its parents, its COPY, and when it merges its staging
+        // table and the insert-select (and mark.delivered's single rows).
         "delivery_records"
     } else if q.contains("count(") && !q.contains("herald.events") {
         // Unread counts (one user or many); replay's backlog count reads
@@ -215,6 +215,7 @@ mod tests {
             "delivery_live_notifications.sql",
             "delivery_live_users.sql",
             "delivery_copy_batch.sql",
+            "delivery_copy_sent.sql",
         ] {
             assert_eq!(classify(true, &sql(writer)), "delivery_records", "{writer}");
         }
