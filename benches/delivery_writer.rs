@@ -1,9 +1,9 @@
 //! The delivery writer's cost per `SENT` row, measured against a real
 //! PostgreSQL: herald's writer (`herald::db::deliveries::record_sent`, its
-//! parents looked up once each) by each of its methods, binary COPY
-//! straight into the table and binary COPY into the session's staging
-//! table then one insert from it, side by side with the single `unnest`
-//! insert they replaced.
+//! parents looked up once each, then one insert from arrays) by each of
+//! its methods, a plain insert and one `on conflict do nothing`, side by
+//! side with the insert that locked each parent `FOR KEY SHARE`, which
+//! they replaced.
 //!
 //!     HERALD_BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \
 //!       cargo bench --bench delivery_writer -- [REPETITIONS]
@@ -32,8 +32,8 @@ use uuid::Uuid;
 const DATABASE: &str = "herald_bench_deliveries";
 /// Batches: pairs, and whether each has a notification of its own.
 const SHAPES: [(usize, bool); 3] = [(1_000, false), (10_000, false), (200, true)];
-/// The statement herald's writer ran before binary COPY, kept here verbatim
-/// to compare against.
+/// The statement herald's writer ran before it looked parents up once each,
+/// kept here verbatim to compare against.
 const UNNEST: &str = "
 with batch as materialized (
   select x.notification_id, x.user_id, x.sent_at
@@ -67,9 +67,9 @@ enum Writer {
 impl Writer {
     fn name(self) -> &'static str {
         match self {
-            Writer::Unnest => "unnest insert",
-            Writer::Herald(Method::Merge) => "merge: binary COPY into staging + insert",
-            Writer::Herald(Method::Copy) => "copy: binary COPY into the table",
+            Writer::Unnest => "insert locking each parent",
+            Writer::Herald(Method::OnConflict) => "herald, on conflict do nothing",
+            Writer::Herald(Method::Insert) => "herald, plain insert",
         }
     }
 
@@ -206,8 +206,8 @@ async fn main() -> anyhow::Result<()> {
 
     let writers = [
         Writer::Unnest,
-        Writer::Herald(Method::Merge),
-        Writer::Herald(Method::Copy),
+        Writer::Herald(Method::OnConflict),
+        Writer::Herald(Method::Insert),
     ];
     let mut samples: Vec<Vec<Vec<Sample>>> = writers
         .iter()

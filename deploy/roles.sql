@@ -85,14 +85,6 @@ grant delete on herald.events, herald.notifications, herald.notification_seen,
                 herald.notification_deliveries
    to herald_service;
 grant update on herald.event_retention to herald_service;
--- The delivery writer stages each batch of SENT records in a temporary table
--- of its own session (binary COPY, then one insert from it), so herald needs
--- TEMPORARY on its database: PostgreSQL grants it to PUBLIC unless a DBA
--- revoked that.
-do $$
-begin
-  execute format('grant temporary on database %I to herald_service', current_database());
-end $$;
 
 -- ---------------------------------------------------------------------------
 -- auditors

@@ -3,8 +3,8 @@
 //!
 //! The fan-out only enqueues pairs; one task gathers them into batches and
 //! [`WRITERS`] connections write batches side by side, each in one
-//! transaction (binary `COPY` straight into the table, or through a staging
-//! table while pairs recorded already are about; see [`Methods`] and
+//! transaction (one insert, `on conflict do nothing` only while pairs
+//! recorded already are about; see [`Methods`] and
 //! [`db::deliveries::record_sent`]). The queue is bounded: when PostgreSQL cannot keep up,
 //! pairs beyond it are counted and logged as dropped audit rows rather than
 //! stalling pushes to clients. Its depth is the writer's lag.
@@ -29,11 +29,11 @@ const BATCH: usize = 5_000;
 const WRITERS: usize = 2;
 /// Attempts per batch before its rows are given up (and counted).
 const ATTEMPTS: u32 = 3;
-/// Batches merged, after one met a pair recorded already, before `COPY` is
-/// tried again: the first time, and at most (doubling while `COPY` keeps
-/// meeting such pairs).
-const MERGES_AFTER_CONFLICT: u32 = 64;
-const MOST_MERGES_AFTER_CONFLICT: u32 = 4_096;
+/// Batches written `on conflict`, after one met a pair recorded already,
+/// before a plain insert is tried again: the first time, and at most
+/// (doubling while plain inserts keep meeting such pairs).
+const ON_CONFLICT_STREAK: u32 = 64;
+const LONGEST_ON_CONFLICT_STREAK: u32 = 4_096;
 
 type Sent = (Uuid, Uuid, OffsetDateTime);
 
@@ -145,7 +145,7 @@ async fn gather(
         }
         // In key order: concurrent batches that share a pair then take its
         // index entry in the same order and cannot deadlock. Once each: a
-        // pair twice in a batch would fail its COPY.
+        // pair twice in a batch would fail its plain insert.
         batch.sort_unstable_by_key(|&(notification, user, _)| (notification, user));
         batch.dedup_by_key(|&mut (notification, user, _)| (notification, user));
         if batches.send(batch).await.is_err() {
@@ -154,52 +154,53 @@ async fn gather(
     }
 }
 
-/// Which method the next batch is written by: [`Method::Copy`], the rows at
-/// their own cost, unless a recent batch met a pair recorded already.
+/// Which method the next batch is written by: [`Method::Insert`], the rows
+/// at their own cost, unless a recent batch met a pair recorded already.
 ///
 /// Such pairs come in streaks, not alone: clients that acknowledge every
 /// push (their `mark.delivered` lands before herald's `SENT`), users with
-/// sockets on two instances (each records the pair). A `COPY` that meets one
-/// is written again by [`Method::Merge`], so during a streak trying `COPY`
-/// first would cost each batch twice (and log an error in PostgreSQL's log
-/// each time); the next [`MERGES_AFTER_CONFLICT`] batches merge instead,
-/// twice as many each time `COPY` meets such a pair again, up to
-/// [`MOST_MERGES_AFTER_CONFLICT`], and as few again once a `COPY` goes
-/// through. Only what a batch costs depends on it: either method writes the
-/// same rows.
+/// sockets on two instances (each records the pair). A plain insert that
+/// meets one fails and is run again [`Method::OnConflict`], so during a
+/// streak trying it first would cost each batch twice (and log an error in
+/// PostgreSQL's log each time); the next [`ON_CONFLICT_STREAK`] batches
+/// go `on conflict` at once, twice as many each time a plain insert meets
+/// such a pair again, up to [`LONGEST_ON_CONFLICT_STREAK`], and as few
+/// again once one goes through. Only what a batch costs depends on it:
+/// either method writes the same rows.
 #[derive(Debug, Default)]
 struct Methods {
-    merges_left: AtomicU32,
-    /// The merges the last conflict was answered with; 0 after a clean COPY.
+    on_conflict_left: AtomicU32,
+    /// The batches the last conflict was answered with; 0 after a plain
+    /// insert went through.
     streak: AtomicU32,
 }
 
 impl Methods {
     fn next(&self) -> Method {
         match self
-            .merges_left
+            .on_conflict_left
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
         {
-            Ok(_) => Method::Merge,
-            Err(_) => Method::Copy,
+            Ok(_) => Method::OnConflict,
+            Err(_) => Method::Insert,
         }
     }
 
     /// What a batch asked for `asked` did.
     fn written(&self, asked: Method, recorded: Recorded) {
         let method = match (asked, recorded.method) {
-            (Method::Copy, Method::Copy) => {
+            (Method::Insert, Method::Insert) => {
                 self.streak.store(0, Ordering::Relaxed);
-                "copy"
+                "insert"
             }
-            (Method::Copy, Method::Merge) => {
-                let merges = (self.streak.load(Ordering::Relaxed) * 2)
-                    .clamp(MERGES_AFTER_CONFLICT, MOST_MERGES_AFTER_CONFLICT);
-                self.streak.store(merges, Ordering::Relaxed);
-                self.merges_left.store(merges, Ordering::Relaxed);
-                "copy_then_merge"
+            (Method::Insert, Method::OnConflict) => {
+                let batches = (self.streak.load(Ordering::Relaxed) * 2)
+                    .clamp(ON_CONFLICT_STREAK, LONGEST_ON_CONFLICT_STREAK);
+                self.streak.store(batches, Ordering::Relaxed);
+                self.on_conflict_left.store(batches, Ordering::Relaxed);
+                "insert_then_on_conflict"
             }
-            (Method::Merge, _) => "merge",
+            (Method::OnConflict, _) => "on_conflict",
         };
         crate::telemetry::metrics::delivery_batch(method);
     }
@@ -289,53 +290,60 @@ mod tests {
         assert_eq!(batches, vec![vec![pair(1, 1), pair(1, 2)]]);
     }
 
-    /// The batches `methods` merges before it copies again.
-    fn merges(methods: &Methods) -> u32 {
-        let merged = Recorded {
+    /// The batches `methods` writes `on conflict` before a plain insert.
+    fn on_conflict_batches(methods: &Methods) -> u32 {
+        let skipped = Recorded {
             rows: 1,
-            method: Method::Merge,
+            method: Method::OnConflict,
         };
-        let mut merges = 0;
-        while methods.next() == Method::Merge {
-            methods.written(Method::Merge, merged);
-            merges += 1;
+        let mut batches = 0;
+        while methods.next() == Method::OnConflict {
+            methods.written(Method::OnConflict, skipped);
+            batches += 1;
         }
-        merges
+        batches
     }
 
     #[test]
-    fn after_a_copy_meets_a_recorded_pair_the_next_batches_merge_more_while_it_keeps_meeting_them()
-    {
+    fn after_an_insert_meets_a_recorded_pair_more_batches_go_on_conflict_while_inserts_keep_meeting_them()
+     {
         let methods = Methods::default();
-        let (copied, merged) = (
+        let (inserted, skipped) = (
             Recorded {
                 rows: 1,
-                method: Method::Copy,
+                method: Method::Insert,
             },
             Recorded {
                 rows: 1,
-                method: Method::Merge,
+                method: Method::OnConflict,
             },
         );
-        assert_eq!(merges(&methods), 0, "a new writer copies");
-        methods.written(Method::Copy, copied);
-        assert_eq!(merges(&methods), 0, "a clean COPY changes nothing");
+        assert_eq!(
+            on_conflict_batches(&methods),
+            0,
+            "a new writer inserts plainly"
+        );
+        methods.written(Method::Insert, inserted);
+        assert_eq!(
+            on_conflict_batches(&methods),
+            0,
+            "a clean insert changes nothing"
+        );
 
         let mut expected = Vec::new();
         let mut seen = Vec::new();
         for _ in 0..8 {
-            methods.written(Method::Copy, merged);
-            seen.push(merges(&methods));
-            expected
-                .push((MERGES_AFTER_CONFLICT << expected.len()).min(MOST_MERGES_AFTER_CONFLICT));
+            methods.written(Method::Insert, skipped);
+            seen.push(on_conflict_batches(&methods));
+            expected.push((ON_CONFLICT_STREAK << expected.len()).min(LONGEST_ON_CONFLICT_STREAK));
         }
         assert_eq!(seen, expected);
-        assert_eq!(seen.last(), Some(&MOST_MERGES_AFTER_CONFLICT));
+        assert_eq!(seen.last(), Some(&LONGEST_ON_CONFLICT_STREAK));
 
-        // A COPY that goes through starts the next streak small again.
-        methods.written(Method::Copy, copied);
-        methods.written(Method::Copy, merged);
-        assert_eq!(merges(&methods), MERGES_AFTER_CONFLICT);
+        // A plain insert that goes through starts the next streak small again.
+        methods.written(Method::Insert, inserted);
+        methods.written(Method::Insert, skipped);
+        assert_eq!(on_conflict_batches(&methods), ON_CONFLICT_STREAK);
     }
 
     #[tokio::test]

@@ -3,35 +3,40 @@
 use std::collections::HashSet;
 
 use time::OffsetDateTime;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
 
-/// How a batch's rows reach `herald.notification_deliveries`.
+/// How a batch's insert treats pairs recorded already.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
-    /// Binary `COPY` straight into the table: the rows at their own cost.
-    /// `COPY` cannot skip a pair recorded already; one such pair fails it
-    /// (a unique violation, and nothing of it is written), and the batch is
-    /// then merged instead.
-    Copy,
-    /// Binary `COPY` into the session's staging table, then one insert that
-    /// skips the pairs recorded already.
-    Merge,
+    /// A plain insert: the rows at their own cost. One pair recorded
+    /// already fails it (a unique violation, and nothing of it is
+    /// written), and the batch is then written by [`Method::OnConflict`].
+    Insert,
+    /// The same insert `on conflict do nothing`: each row is a speculative
+    /// insertion (a check for a conflict, then a confirmation), which keeps
+    /// the rows recorded already and costs every row more.
+    OnConflict,
 }
 
-/// The channel and status of the rows this writer copies straight in, as
-/// sql/delivery_record_sent.sql writes them.
-const CHANNEL: &str = "IN_APP";
-const STATUS: &str = "SENT";
+impl Method {
+    fn sql(self) -> &'static str {
+        match self {
+            Method::Insert => include_str!("../../sql/delivery_record_sent.sql"),
+            Method::OnConflict => concat!(
+                include_str!("../../sql/delivery_record_sent.sql"),
+                "on conflict (notification_id, user_id, channel) do nothing"
+            ),
+        }
+    }
+}
 
 /// What a batch wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Recorded {
     pub rows: u64,
-    /// How the rows went in: [`Method::Merge`] when asked for, or when a
-    /// [`Method::Copy`] met a pair recorded already.
+    /// How the rows went in: [`Method::OnConflict`] when asked for, or when
+    /// an [`Method::Insert`] met a pair recorded already.
     pub method: Method,
 }
 
@@ -39,7 +44,7 @@ pub struct Recorded {
 /// one transaction: after the lock that keeps deletes out until the commit
 /// (migration V10), the batch's distinct notifications and users are looked
 /// up once each, the pairs whose notification or user is gone are left
-/// out, and the rest are written by `method`. Pairs recorded already keep
+/// out, and the rest are inserted by `method`. Pairs recorded already keep
 /// their row (another instance's `SENT`, or a `DELIVERED` a client sent
 /// first, is never downgraded). On error nothing is written.
 ///
@@ -52,16 +57,16 @@ pub async fn record_sent(
     sent: &[(Uuid, Uuid, OffsetDateTime)],
     method: Method,
 ) -> Result<Recorded, tokio_postgres::Error> {
-    if method == Method::Copy {
-        match write(client, sent, Method::Copy).await {
+    if method == Method::Insert {
+        match write(client, sent, Method::Insert).await {
             Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {}
             written => return written.map(|rows| Recorded { rows, method }),
         }
     }
-    let rows = write(client, sent, Method::Merge).await?;
+    let rows = write(client, sent, Method::OnConflict).await?;
     Ok(Recorded {
         rows,
-        method: Method::Merge,
+        method: Method::OnConflict,
     })
 }
 
@@ -72,19 +77,9 @@ async fn write(
     method: Method,
 ) -> Result<u64, tokio_postgres::Error> {
     let transaction = client.transaction().await?;
-    let lock = include_str!("../../sql/delivery_lock_parents.sql");
-    match method {
-        Method::Copy => transaction.batch_execute(lock).await?,
-        // A notice per batch that the table exists already would be noise.
-        Method::Merge => {
-            transaction
-                .batch_execute(&format!(
-                    "set local client_min_messages = warning;\n{};\n{lock}",
-                    include_str!("../../sql/delivery_batch_staging.sql"),
-                ))
-                .await?
-        }
-    }
+    transaction
+        .batch_execute(include_str!("../../sql/delivery_lock_parents.sql"))
+        .await?;
     let notifications = distinct(sent.iter().map(|&(notification, _, _)| notification));
     let users = distinct(sent.iter().map(|&(_, user, _)| user));
     let (notifications, users) = tokio::try_join!(
@@ -99,52 +94,23 @@ async fn write(
             &users
         ),
     )?;
-    let live: Vec<_> = sent
-        .iter()
-        .filter(|(notification, user, _)| {
-            notifications.contains(notification) && users.contains(user)
-        })
-        .collect();
-    if live.is_empty() {
+    let live = sent.iter().filter(|(notification, user, _)| {
+        notifications.contains(notification) && users.contains(user)
+    });
+    let (mut notification_ids, mut user_ids, mut times) = (Vec::new(), Vec::new(), Vec::new());
+    for &(notification, user, at) in live {
+        notification_ids.push(notification);
+        user_ids.push(user);
+        times.push(at);
+    }
+    if notification_ids.is_empty() {
         transaction.commit().await?;
         return Ok(0);
     }
-    let (copy, types): (_, &[Type]) = match method {
-        Method::Copy => (
-            include_str!("../../sql/delivery_copy_sent.sql"),
-            &[
-                Type::UUID,
-                Type::UUID,
-                Type::TEXT,
-                Type::TEXT,
-                Type::TIMESTAMPTZ,
-            ],
-        ),
-        Method::Merge => (
-            include_str!("../../sql/delivery_copy_batch.sql"),
-            &[Type::UUID, Type::UUID, Type::TIMESTAMPTZ],
-        ),
-    };
-    let copy = transaction.prepare_cached(copy).await?;
-    let sink = transaction.copy_in(&copy).await?;
-    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, types));
-    for (notification, user, at) in live {
-        let row: &[&(dyn ToSql + Sync)] = match method {
-            Method::Copy => &[notification, user, &CHANNEL, &STATUS, at],
-            Method::Merge => &[notification, user, at],
-        };
-        writer.as_mut().write(row).await?;
-    }
-    let copied = writer.finish().await?;
-    let written = match method {
-        Method::Copy => copied,
-        Method::Merge => {
-            let insert = transaction
-                .prepare_cached(include_str!("../../sql/delivery_record_sent.sql"))
-                .await?;
-            transaction.execute(&insert, &[]).await?
-        }
-    };
+    let insert = transaction.prepare_cached(method.sql()).await?;
+    let written = transaction
+        .execute(&insert, &[&notification_ids, &user_ids, &times])
+        .await?;
     transaction.commit().await?;
     Ok(written)
 }

@@ -141,8 +141,9 @@ pub fn deliveries_recorded(rows: usize) {
     counter!("herald_deliveries_recorded_total").increment(rows as u64);
 }
 
-/// A batch of `SENT` rows written: by `copy`, by `merge`, or by
-/// `copy_then_merge` (its COPY met a pair recorded already).
+/// A batch of `SENT` rows written: by a plain `insert`, `on_conflict`, or
+/// `insert_then_on_conflict` (its plain insert met a pair recorded
+/// already).
 pub fn delivery_batch(method: &'static str) {
     counter!("herald_delivery_batches_total", "method" => method).increment(1);
 }

@@ -651,11 +651,13 @@ async fn mark_delivered_records_delivery_and_pushes_are_recorded_as_sent() {
 
 /// A pair can be recorded before herald's `SENT` for it: a client that
 /// acknowledges on receipt, another instance, or (here) a row written with
-/// the notification itself. The writer's COPY meets it and the batch is
-/// merged instead: that row keeps its status, the other recipient's `SENT`
-/// lands, and the next batch merges without trying COPY.
+/// the notification itself. The writer's plain insert meets it and the
+/// batch goes `on conflict do nothing` instead: that row keeps its status,
+/// the other recipient's `SENT` lands, and the next batch goes `on
+/// conflict` without trying a plain insert first.
 #[tokio::test]
-async fn a_pair_recorded_before_its_sent_keeps_its_row_and_the_writer_merges_the_next_batch() {
+async fn a_pair_recorded_before_its_sent_keeps_its_row_and_the_next_batch_skips_recorded_pairs_at_once()
+ {
     let app = TestApp::spawn().await;
     let (ada, bob) = (
         app.user("Ada", "USER", None).await,
@@ -686,7 +688,7 @@ async fn a_pair_recorded_before_its_sent_keeps_its_row_and_the_writer_merges_the
     bob_client.wait_for("notification:new").await;
 
     app.metric_reaches(
-        r#"herald_delivery_batches_total{method="copy_then_merge"}"#,
+        r#"herald_delivery_batches_total{method="insert_then_on_conflict"}"#,
         1.0,
     )
     .await;
@@ -716,13 +718,16 @@ async fn a_pair_recorded_before_its_sent_keeps_its_row_and_the_writer_merges_the
         delivery_row(&app, next, bob).await,
         Some(("SENT".to_owned(), true))
     );
-    app.metric_reaches(r#"herald_delivery_batches_total{method="merge"}"#, 1.0)
-        .await;
+    app.metric_reaches(
+        r#"herald_delivery_batches_total{method="on_conflict"}"#,
+        1.0,
+    )
+    .await;
     assert_eq!(
-        app.metric(r#"herald_delivery_batches_total{method="copy"}"#)
+        app.metric(r#"herald_delivery_batches_total{method="insert"}"#)
             .await,
         0.0,
-        "no COPY was tried after the conflict"
+        "no plain insert was tried after the conflict"
     );
 }
 

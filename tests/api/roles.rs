@@ -113,8 +113,9 @@ async fn denied(pg: &tokio_postgres::Client, statement: &str) {
 async fn each_role_can_do_its_part_only_and_the_log_refuses_even_its_owner() {
     let db = TestDb::migrated().await;
     let owner = db.client().await;
-    // A database locked down the way a DBA may: only deploy/roles.sql's
-    // grants let herald stage its delivery records in a temporary table.
+    // A database locked down the way a DBA may, with no TEMPORARY for
+    // PUBLIC: herald needs none (it creates nothing, not even for a
+    // session).
     owner
         .batch_execute(
             "do $$ begin
@@ -257,6 +258,9 @@ async fn exercise(db: &TestDb, owner: &tokio_postgres::Client, roles: &Roles) {
         &format!("update herald.notifications set retracted_at = now() where id = '{id}'"),
     )
     .await;
+    // Nor create anything, even for its session: it wrote its delivery
+    // records above without TEMPORARY.
+    denied(&app.pg, "create temp table herald_scratch (id uuid)").await;
 
     // The auditor reads everything and writes nothing.
     for table in [

@@ -735,7 +735,7 @@ async fn delivery_records_skip_and_follow_deleted_notifications_and_users() {
             (Uuid::new_v4(), ada, now),
             (broadcast, Uuid::new_v4(), now),
         ],
-        Method::Copy,
+        Method::Insert,
     )
     .await
     .unwrap();
@@ -743,7 +743,7 @@ async fn delivery_records_skip_and_follow_deleted_notifications_and_users() {
         written,
         Recorded {
             rows: 3,
-            method: Method::Copy
+            method: Method::Insert
         }
     );
     let mut expected = vec![(broadcast, ada), (broadcast, grace), (personal, ada)];
@@ -816,10 +816,10 @@ async fn a_mixed_batch_of_thousands_lands_exactly_its_new_live_pairs() {
     batch.extend(users.iter().step_by(10).map(|&user| (broadcast, user, now)));
     batch.sort_unstable_by_key(|&(notification, user, _)| (notification, user));
 
-    // Asked to copy, the batch meets the pairs recorded before (and its
-    // own repeats) and is merged instead.
+    // Asked for a plain insert, the batch meets the pairs recorded before
+    // (and its own repeats) and goes `on conflict` instead.
     let mut writer = sector.pool.get().await.unwrap();
-    let written = herald::db::deliveries::record_sent(&mut writer, &batch, Method::Copy)
+    let written = herald::db::deliveries::record_sent(&mut writer, &batch, Method::Insert)
         .await
         .unwrap();
     // Both notifications to every member but the deleted one, less the two
@@ -829,7 +829,7 @@ async fn a_mixed_batch_of_thousands_lands_exactly_its_new_live_pairs() {
         written,
         Recorded {
             rows: (2 * live - 2) as u64,
-            method: Method::Merge
+            method: Method::OnConflict
         }
     );
 
@@ -859,19 +859,18 @@ async fn a_mixed_batch_of_thousands_lands_exactly_its_new_live_pairs() {
     assert_eq!(rows.len(), expected.len());
     assert!(rows == expected, "the rows differ from the expected ones");
 
-    // Nothing of the first batch is left: neither its failed COPY (this
-    // batch copies cleanly) nor its staging (if those rows lingered, this
-    // batch would write them again after a DBA removed them).
+    // Nothing of the first batch's failed insert is left on the connection:
+    // this batch's plain insert goes through.
     pg.execute("delete from herald.notification_deliveries", &[])
         .await
         .unwrap();
     let only = insert_notification(pg, "user_id", users[5]).await;
-    for method in [Method::Copy, Method::Merge] {
+    for method in [Method::Insert, Method::OnConflict] {
         let written =
             herald::db::deliveries::record_sent(&mut writer, &[(only, users[5], now)], method)
                 .await
                 .unwrap();
-        let rows = u64::from(method == Method::Copy);
+        let rows = u64::from(method == Method::Insert);
         assert_eq!(written, Recorded { rows, method });
         assert_eq!(delivery_rows(pg).await, vec![(only, users[5])]);
     }
@@ -914,7 +913,7 @@ async fn a_delivery_batch_waits_for_a_delete_in_flight_and_leaves_no_orphan() {
                     (other, grace, now),
                     (other, ada, now),
                 ],
-                Method::Copy,
+                Method::Insert,
             )
             .await
         });

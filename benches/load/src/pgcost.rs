@@ -76,13 +76,12 @@ pub fn classify(by_herald: bool, query: &str) -> &'static str {
         // The tail's step: the snapshot and the events that became visible.
         "tail_steps"
     } else if q.contains("notification_deliveries")
-        || q.contains("herald_delivery_batch")
         || q.contains("delivery_parents_key()")
         || q.starts_with("select b.id from unnest($1::uuid[]) as b (id) where exists")
     {
         // The delivery writer, every statement of a batch: the lock, the
-        // lookups of its parents, its COPY, and when it merges its staging
-        // table and the insert-select (and mark.delivered's single rows).
+        // lookups of its parents and the insert (and mark.delivered's
+        // single rows).
         "delivery_records"
     } else if q.contains("count(") && !q.contains("herald.events") {
         // Unread counts (one user or many); replay's backlog count reads
@@ -210,12 +209,9 @@ mod tests {
         );
         // Every statement of a batch, besides the insert.
         for writer in [
-            "delivery_batch_staging.sql",
             "delivery_lock_parents.sql",
             "delivery_live_notifications.sql",
             "delivery_live_users.sql",
-            "delivery_copy_batch.sql",
-            "delivery_copy_sent.sql",
         ] {
             assert_eq!(classify(true, &sql(writer)), "delivery_records", "{writer}");
         }
@@ -271,7 +267,7 @@ mod tests {
                 ),
                 s(
                     true,
-                    "copy pg_temp.herald_delivery_batch from stdin (format binary)",
+                    "select pg_advisory_xact_lock_shared(herald.delivery_parents_key())",
                     5.0,
                 ),
                 s(true, "-- a count\nselect 1", 1.0),
