@@ -37,10 +37,27 @@ const LONGEST_ON_CONFLICT_STREAK: u32 = 4_096;
 
 type Sent = (Uuid, Uuid, OffsetDateTime);
 
+/// A pair to record, and whether herald pushed it again: a connect sends
+/// a user their unread notifications, replays and catch-ups, most of which
+/// reached one of their sockets before and have a row already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Queued {
+    sent: Sent,
+    again: bool,
+}
+
+/// What a writer writes in one transaction: pairs in key order, once each,
+/// and whether any was pushed again.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Batch {
+    pairs: Vec<Sent>,
+    again: bool,
+}
+
 /// The fan-out's handle: enqueue and move on.
 #[derive(Clone)]
 pub struct DeliveryQueue {
-    tx: mpsc::Sender<Sent>,
+    tx: mpsc::Sender<Queued>,
     /// Pairs waiting at most (`HERALD_DELIVERY_QUEUE`); beyond it new pairs
     /// are dropped, counted and logged.
     capacity: usize,
@@ -48,9 +65,25 @@ pub struct DeliveryQueue {
 }
 
 impl DeliveryQueue {
-    /// Queues a `SENT` record; never waits.
+    /// Queues a `SENT` record for a live push; never waits.
     pub fn sent(&self, notification_id: Uuid, user_id: Uuid, at: OffsetDateTime) {
-        match self.tx.try_send((notification_id, user_id, at)) {
+        self.queue(Queued {
+            sent: (notification_id, user_id, at),
+            again: false,
+        });
+    }
+
+    /// Queues a `SENT` record for a push a connect made (its user's unread
+    /// notifications, a replay, a catch-up); never waits.
+    pub fn sent_again(&self, notification_id: Uuid, user_id: Uuid, at: OffsetDateTime) {
+        self.queue(Queued {
+            sent: (notification_id, user_id, at),
+            again: true,
+        });
+    }
+
+    fn queue(&self, queued: Queued) {
+        match self.tx.try_send(queued) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
@@ -91,8 +124,8 @@ pub fn start(
 
 /// Writes until every queue handle is dropped or `stop` is cancelled; on
 /// stop, what is already queued is still written.
-async fn write_batches(pool: Pool, rx: mpsc::Receiver<Sent>, stop: CancellationToken) {
-    let (batches, ready) = mpsc::channel::<Vec<Sent>>(WRITERS);
+async fn write_batches(pool: Pool, rx: mpsc::Receiver<Queued>, stop: CancellationToken) {
+    let (batches, ready) = mpsc::channel::<Batch>(WRITERS);
     let ready = Arc::new(tokio::sync::Mutex::new(ready));
     let methods = Arc::new(Methods::default());
     let writers = (0..WRITERS).map(|_| {
@@ -116,8 +149,8 @@ async fn write_batches(pool: Pool, rx: mpsc::Receiver<Sent>, stop: CancellationT
 /// Gathers queued pairs into batches for the writers, until the queue
 /// closes or `stop` is cancelled.
 async fn gather(
-    mut rx: mpsc::Receiver<Sent>,
-    batches: mpsc::Sender<Vec<Sent>>,
+    mut rx: mpsc::Receiver<Queued>,
+    batches: mpsc::Sender<Batch>,
     stop: CancellationToken,
 ) {
     loop {
@@ -143,35 +176,41 @@ async fn gather(
                 }
             }
         }
+        let again = batch.iter().any(|queued| queued.again);
+        let mut pairs: Vec<Sent> = batch.into_iter().map(|queued| queued.sent).collect();
         // In key order: concurrent batches that share a pair then take its
         // index entry in the same order and cannot deadlock. Once each: a
         // pair twice in a batch would fail its plain insert.
-        batch.sort_unstable_by_key(|&(notification, user, _)| (notification, user));
-        batch.dedup_by_key(|&mut (notification, user, _)| (notification, user));
-        if batches.send(batch).await.is_err() {
+        pairs.sort_unstable_by_key(|&(notification, user, _)| (notification, user));
+        pairs.dedup_by_key(|&mut (notification, user, _)| (notification, user));
+        if batches.send(Batch { pairs, again }).await.is_err() {
             return;
         }
     }
 }
 
-/// Which method the next batch is written by: [`Method::Insert`], the rows
-/// at their own cost, unless a recent batch met a pair recorded already.
+/// Which method a batch of live pushes is written by: [`Method::Insert`],
+/// the rows at their own cost, unless recent batches met pairs recorded
+/// already. (A batch with pairs a connect pushed again always goes
+/// [`Method::OnConflict`]: most of those have a row.)
 ///
-/// Such pairs come in streaks, not alone: clients that acknowledge every
-/// push (their `mark.delivered` lands before herald's `SENT`), users with
-/// sockets on two instances (each records the pair). A plain insert that
-/// meets one fails and is run again [`Method::OnConflict`], so during a
-/// streak trying it first would cost each batch twice (and log an error in
-/// PostgreSQL's log each time); the next [`ON_CONFLICT_STREAK`] batches
-/// go `on conflict` at once, twice as many each time a plain insert meets
-/// such a pair again, up to [`LONGEST_ON_CONFLICT_STREAK`], and as few
-/// again once one goes through. Only what a batch costs depends on it:
-/// either method writes the same rows.
+/// Recorded pairs among live pushes come in streaks, not alone: clients
+/// that acknowledge every push (their `mark.delivered` lands before
+/// herald's `SENT`), users with sockets on two instances (each records the
+/// pair). A plain insert that meets one fails and is run again
+/// [`Method::OnConflict`], so during a streak trying it first would cost
+/// each batch twice (and log an error in PostgreSQL's log each time); the
+/// next [`ON_CONFLICT_STREAK`] batches go `on conflict` at once, twice as
+/// many each time a plain insert meets such a pair again, up to
+/// [`LONGEST_ON_CONFLICT_STREAK`], and half as many after a plain insert
+/// that goes through, so a steady mix of clients settles rather than
+/// failing a plain insert every few batches. Only what a batch costs
+/// depends on it: either method writes the same rows.
 #[derive(Debug, Default)]
 struct Methods {
     on_conflict_left: AtomicU32,
-    /// The batches the last conflict was answered with; 0 after a plain
-    /// insert went through.
+    /// The batches the last conflict was answered with, halved by each
+    /// plain insert that went through since.
     streak: AtomicU32,
 }
 
@@ -190,7 +229,8 @@ impl Methods {
     fn written(&self, asked: Method, recorded: Recorded) {
         let method = match (asked, recorded.method) {
             (Method::Insert, Method::Insert) => {
-                self.streak.store(0, Ordering::Relaxed);
+                let streak = self.streak.load(Ordering::Relaxed);
+                self.streak.store(streak / 2, Ordering::Relaxed);
                 "insert"
             }
             (Method::Insert, Method::OnConflict) => {
@@ -206,10 +246,15 @@ impl Methods {
     }
 }
 
-async fn write(pool: &Pool, batch: &[Sent], methods: &Methods) {
+async fn write(pool: &Pool, batch: &Batch, methods: &Methods) {
+    let (batch, again) = (&batch.pairs, batch.again);
     let mut delay = Duration::from_millis(100);
     for attempt in 1..=ATTEMPTS {
-        let method = methods.next();
+        let method = if again {
+            Method::OnConflict
+        } else {
+            methods.next()
+        };
         let result = async {
             let mut client = pool.get().await?;
             anyhow::Ok(db::deliveries::record_sent(&mut client, batch, method).await?)
@@ -254,8 +299,22 @@ mod tests {
         )
     }
 
+    fn live(n: u128, u: u128) -> Queued {
+        Queued {
+            sent: pair(n, u),
+            again: false,
+        }
+    }
+
+    fn batch(pairs: Vec<Sent>) -> Batch {
+        Batch {
+            pairs,
+            again: false,
+        }
+    }
+
     /// Runs `gather` over what `fill` queued, after the queue closed.
-    async fn gathered(capacity: usize, fill: impl FnOnce(&mpsc::Sender<Sent>)) -> Vec<Vec<Sent>> {
+    async fn gathered(capacity: usize, fill: impl FnOnce(&mpsc::Sender<Queued>)) -> Vec<Batch> {
         let (tx, rx) = mpsc::channel(capacity);
         fill(&tx);
         drop(tx);
@@ -271,23 +330,46 @@ mod tests {
     #[tokio::test]
     async fn a_burst_is_one_insert_in_key_order() {
         let batches = gathered(8, |tx| {
-            for p in [pair(2, 1), pair(1, 2), pair(1, 1)] {
+            for p in [live(2, 1), live(1, 2), live(1, 1)] {
                 tx.try_send(p).unwrap();
             }
         })
         .await;
-        assert_eq!(batches, vec![vec![pair(1, 1), pair(1, 2), pair(2, 1)]]);
+        assert_eq!(
+            batches,
+            vec![batch(vec![pair(1, 1), pair(1, 2), pair(2, 1)])]
+        );
     }
 
     #[tokio::test]
     async fn a_pair_queued_twice_is_written_once() {
         let batches = gathered(8, |tx| {
-            for p in [pair(1, 2), pair(1, 1), pair(1, 2)] {
+            for p in [live(1, 2), live(1, 1), live(1, 2)] {
                 tx.try_send(p).unwrap();
             }
         })
         .await;
-        assert_eq!(batches, vec![vec![pair(1, 1), pair(1, 2)]]);
+        assert_eq!(batches, vec![batch(vec![pair(1, 1), pair(1, 2)])]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_with_a_pair_pushed_again_says_so() {
+        let batches = gathered(8, |tx| {
+            tx.try_send(live(1, 1)).unwrap();
+            tx.try_send(Queued {
+                sent: pair(2, 1),
+                again: true,
+            })
+            .unwrap();
+        })
+        .await;
+        assert_eq!(
+            batches,
+            vec![Batch {
+                pairs: vec![pair(1, 1), pair(2, 1)],
+                again: true
+            }]
+        );
     }
 
     /// The batches `methods` writes `on conflict` before a plain insert.
@@ -340,8 +422,14 @@ mod tests {
         assert_eq!(seen, expected);
         assert_eq!(seen.last(), Some(&LONGEST_ON_CONFLICT_STREAK));
 
-        // A plain insert that goes through starts the next streak small again.
+        // Each plain insert that goes through halves the next streak: one
+        // alone does not undo a run of conflicts, seven in a row do.
         methods.written(Method::Insert, inserted);
+        methods.written(Method::Insert, skipped);
+        assert_eq!(on_conflict_batches(&methods), LONGEST_ON_CONFLICT_STREAK);
+        for _ in 0..7 {
+            methods.written(Method::Insert, inserted);
+        }
         methods.written(Method::Insert, skipped);
         assert_eq!(on_conflict_batches(&methods), ON_CONFLICT_STREAK);
     }
@@ -350,25 +438,25 @@ mod tests {
     async fn no_insert_carries_more_than_a_batch() {
         let batches = gathered(BATCH + 3, |tx| {
             for u in 0..(BATCH as u128 + 3) {
-                tx.try_send(pair(1, u)).unwrap();
+                tx.try_send(live(1, u)).unwrap();
             }
         })
         .await;
-        let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+        let sizes: Vec<usize> = batches.iter().map(|b| b.pairs.len()).collect();
         assert_eq!(sizes, vec![BATCH, 3]);
     }
 
     #[tokio::test]
     async fn on_stop_what_is_queued_is_still_handed_to_the_writers() {
         let (tx, rx) = mpsc::channel(8);
-        tx.try_send(pair(1, 1)).unwrap();
+        tx.try_send(live(1, 1)).unwrap();
         let stop = CancellationToken::new();
         stop.cancel();
         let (batches, mut out) = mpsc::channel(4);
         // Returns although a queue handle (tx) is still alive.
         gather(rx, batches, stop).await;
-        assert_eq!(out.try_recv().ok(), Some(vec![pair(1, 1)]));
-        assert!(tx.try_send(pair(2, 2)).is_err(), "the queue is closed");
+        assert_eq!(out.try_recv().ok(), Some(batch(vec![pair(1, 1)])));
+        assert!(tx.try_send(live(2, 2)).is_err(), "the queue is closed");
     }
 
     #[test]

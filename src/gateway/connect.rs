@@ -111,7 +111,7 @@ async fn sync(socket: &SocketRef, gateway: &Gateway, session: &Session) -> anyho
                     Decision::Emit(emission) => {
                         send_waiting(socket, emission.event, &emission.payload).await?;
                         if let Some(id) = emission.delivers {
-                            gateway.deliveries.sent(id, session.user_id, now);
+                            gateway.deliveries.sent_again(id, session.user_id, now);
                         }
                     }
                     Decision::Skip(skip) => skipped(event, &skip),
@@ -131,7 +131,7 @@ async fn sync(socket: &SocketRef, gateway: &Gateway, session: &Session) -> anyho
                 send_waiting(socket, emit::NOTIFICATION_NEW, &payload).await?;
                 gateway
                     .deliveries
-                    .sent(unread.notification.id, session.user_id, now);
+                    .sent_again(unread.notification.id, session.user_id, now);
             }
         }
     }
@@ -326,7 +326,7 @@ fn send_catch_up(
         match outbox::send(socket, emission.event, &emission.payload) {
             Sent::Queued => {
                 if let Some(id) = emission.delivers {
-                    gateway.deliveries.sent(id, inbox.user_id, now);
+                    gateway.deliveries.sent_again(id, inbox.user_id, now);
                 }
             }
             Sent::Full => {

@@ -731,6 +731,48 @@ async fn a_pair_recorded_before_its_sent_keeps_its_row_and_the_next_batch_skips_
     );
 }
 
+/// A connect pushes its user's unread notifications again, and those that
+/// reached another of their sockets have a row already: their batch goes
+/// `on conflict do nothing` at once, without a plain insert failing first,
+/// and the first `SENT` row stays as it was.
+#[tokio::test]
+async fn pushes_a_connect_repeats_are_recorded_on_conflict_at_once() {
+    let app = TestApp::spawn().await;
+    let ada = app.user("Ada", "USER", None).await;
+    let mut first_tab = online(&app, ada).await;
+    let id = app.notify(ada, "seen live").await;
+    first_tab.wait_for("notification:new").await;
+    app.metric_reaches(r#"herald_delivery_batches_total{method="insert"}"#, 1.0)
+        .await;
+    let first_sent = sent_at(&app, id, ada).await;
+
+    let _second_tab = online(&app, ada).await;
+    app.metric_reaches(
+        r#"herald_delivery_batches_total{method="on_conflict"}"#,
+        1.0,
+    )
+    .await;
+    assert_eq!(
+        app.metric(r#"herald_delivery_batches_total{method="insert_then_on_conflict"}"#)
+            .await,
+        0.0,
+        "no plain insert failed"
+    );
+    assert_eq!(sent_at(&app, id, ada).await, first_sent);
+}
+
+async fn sent_at(app: &TestApp, notification: Uuid, user: Uuid) -> time::OffsetDateTime {
+    app.pg
+        .query_one(
+            "select sent_at from herald.notification_deliveries
+              where notification_id = $1 and user_id = $2",
+            &[&notification, &user],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 #[tokio::test]
 async fn auth_refresh_extends_the_session_only_for_the_same_user() {
     let app = TestApp::spawn().await;
