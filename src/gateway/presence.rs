@@ -10,7 +10,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use uuid::Uuid;
@@ -78,6 +78,9 @@ pub struct Reached {
 #[derive(Debug, Default)]
 pub struct Presence {
     members: Mutex<HashMap<Uuid, Member>>,
+    /// The sum of the members' `sockets`, kept beside them (changed only
+    /// under their lock) so the totals cost no walk over every member.
+    sockets: AtomicUsize,
     /// Numbers reloads of unread sets (see [`Unread::Reloading`]).
     reloads: AtomicU64,
 }
@@ -111,6 +114,7 @@ impl Presence {
             return Err(TooManySockets);
         }
         member.sockets += 1;
+        self.sockets.fetch_add(1, Ordering::Relaxed);
         Ok(Slot {
             presence: self.clone(),
             user_id,
@@ -345,14 +349,17 @@ impl Presence {
     /// (users with a socket, sockets) on this instance.
     pub fn totals(&self) -> (usize, usize) {
         let members = self.members();
-        (members.len(), members.values().map(|m| m.sockets).sum())
+        (members.len(), self.sockets.load(Ordering::Relaxed))
     }
 
     fn release(&self, user_id: Uuid, joined: bool) {
         let mut members = self.members();
         if let Entry::Occupied(mut entry) = members.entry(user_id) {
             let member = entry.get_mut();
-            member.sockets = member.sockets.saturating_sub(1);
+            if member.sockets > 0 {
+                member.sockets -= 1;
+                self.sockets.fetch_sub(1, Ordering::Relaxed);
+            }
             if joined {
                 member.joined = member.joined.saturating_sub(1);
                 if member.joined == 0 {
@@ -424,7 +431,11 @@ mod tests {
         drop(a);
         let c = presence.reserve(user, 2).unwrap();
         assert_eq!(presence.totals(), (1, 2));
+        let other = presence.reserve(Uuid::new_v4(), 2).unwrap();
+        assert_eq!(presence.totals(), (2, 3), "every user's sockets add up");
         drop((b, c));
+        assert_eq!(presence.totals(), (1, 1));
+        drop(other);
         assert_eq!(presence.totals(), (0, 0));
     }
 
