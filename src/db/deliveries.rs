@@ -77,12 +77,16 @@ async fn write(
     method: Method,
 ) -> Result<u64, tokio_postgres::Error> {
     let transaction = client.transaction().await?;
-    transaction
-        .batch_execute(include_str!("../../sql/delivery_lock_parents.sql"))
+    let lock = transaction
+        .prepare_cached(include_str!("../../sql/delivery_lock_parents.sql"))
         .await?;
     let notifications = distinct(sent.iter().map(|&(notification, _, _)| notification));
     let users = distinct(sent.iter().map(|&(_, user, _)| user));
-    let (notifications, users) = tokio::try_join!(
+    // One round trip for the three: PostgreSQL runs a connection's
+    // statements in the order they were sent, so each lookup starts, and
+    // takes its snapshot, after the lock is held.
+    let (_, notifications, users) = tokio::try_join!(
+        transaction.execute(&lock, &[]),
         existing(
             &transaction,
             include_str!("../../sql/delivery_live_notifications.sql"),
