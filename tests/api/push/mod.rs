@@ -2,6 +2,7 @@
 //! plays FCM's or autopush's part.
 
 mod delivery;
+mod plans;
 mod service;
 mod subscriptions;
 
