@@ -15,26 +15,31 @@ with due as (
    limit $5
      for update skip locked
 ),
+-- By key, as an array: joined to `due`, whose size the planner cannot know,
+-- the delete may compare every due row with every row taken.
 taken as (
   delete from herald.push_due d
-   using due
-   where d.notification_id = due.notification_id
+   where d.notification_id = any (array(select notification_id from due))
   returning d.notification_id
 ),
 planned as (
   insert into herald.push_sends (notification_id, subscription_id, user_id, deadline)
   select n.id, s.id, u.id, coalesce(n.expires_at, now() + make_interval(secs => $4))
     from taken t
-    join herald.notifications n on n.id = t.notification_id
+    -- Each taken notification by key, and everything below for it alone:
+    -- `offset 0` keeps the planner from reading every notification's
+    -- recipients once and matching them to the taken ones, the plan it
+    -- picks when its statistics say the table is small.
+    cross join lateral (
+      select * from herald.notifications n where n.id = t.notification_id offset 0
+    ) n
     -- Who a notification addresses, found per notification by index
     -- where its audience has one (only its audience's branch runs), and
     -- their subscriptions by user, so deciding costs what its recipients
     -- do. (A case on the audience over every user, joined to every
     -- subscription, compared each notification with every subscription:
     -- 200 personal notifications against 10,000 subscriptions were
-    -- 2,000,000 rows, a third of a second a tick.) `offset 0` keeps the
-    -- subscriptions a probe per user rather than a join the planner may
-    -- hash, rebuilding the hash for every notification.
+    -- 2,000,000 rows, a third of a second a tick.)
     cross join lateral (
       select u.id, u.is_active from herald.users u
        where n.audience = 'user' and u.id = n.user_id
@@ -49,20 +54,26 @@ planned as (
        where n.audience = 'all'
     ) u
     cross join lateral (
-      select s.id from herald.push_subscriptions s where s.user_id = u.id offset 0
+      select s.id, s.user_id from herald.push_subscriptions s where s.user_id = u.id offset 0
     ) s
    where u.is_active
      and n.retracted_at is null
      and (n.expires_at is null or n.expires_at > now())
      and array_position(array['low', 'normal', 'high', 'urgent'], n.importance) >= $3
+     -- The checks of each (notification, user) below name the user as
+     -- s.user_id (the same as u.id), so they run only for users with a
+     -- subscription; each is a probe by key whatever the statistics say:
+     -- `offset 0` here, and on the subscriptions above, keeps a check from
+     -- becoming a join, which the planner may make by hashing the whole
+     -- table (every delivery record there is) on every tick.
      and not exists (select from herald.notification_seen r
-                      where r.notification_id = n.id and r.user_id = u.id)
+                      where r.notification_id = n.id and r.user_id = s.user_id offset 0)
      and not exists (select from herald.notification_deliveries d
-                      where d.notification_id = n.id and d.user_id = u.id
-                        and d.channel = 'IN_APP' and d.status in ('SENT', 'DELIVERED'))
+                      where d.notification_id = n.id and d.user_id = s.user_id
+                        and d.channel = 'IN_APP' and d.status in ('SENT', 'DELIVERED') offset 0)
      and not exists (select from herald.notification_snoozed z
-                      where z.notification_id = n.id and z.user_id = u.id)
-     and (select enabled from herald.kind_setting(u.id, n.kind, n.importance, 'PUSH'))
+                      where z.notification_id = n.id and z.user_id = s.user_id offset 0)
+     and (select enabled from herald.kind_setting(s.user_id, n.kind, n.importance, 'PUSH'))
   on conflict on constraint push_sends_pkey do nothing
   returning 1
 )
