@@ -21,7 +21,7 @@ const CATALOG: &str = "
 #[tokio::test]
 async fn migrations_apply_to_an_empty_database_and_a_second_run_changes_nothing() {
     let db = TestDb::empty().await;
-    assert_eq!(herald::db::migrate(&db.url).await.unwrap(), 11);
+    assert_eq!(herald::db::migrate(&db.url).await.unwrap(), 12);
     let pg = db.client().await;
     let before: String = pg.query_one(CATALOG, &[]).await.unwrap().get(0);
     for table in [

@@ -206,3 +206,62 @@ async fn deciding_personal_notifications_costs_their_recipients_not_every_subscr
         );
     }
 }
+
+/// An answer locks its user's sends of the notification
+/// (`sql/push_sends_lock_user.sql`) by both keys, also for a broadcast that
+/// came after the last analyze: statistics that saw only earlier
+/// broadcasts would say the new one has no sends, and the primary key,
+/// which also gives their order, would read all of them for each answer.
+#[tokio::test]
+async fn an_answer_locks_its_users_sends_by_key_after_an_analyze() {
+    let db = TestDb::migrated().await;
+    let pg = db.client().await;
+    pg.batch_execute(&format!(
+        "insert into herald.users (id, name, sector_id)
+           select gen_random_uuid(), 'subscribed ' || i, '{SUBSCRIBED}' from generate_series(1, 2000) i;
+         insert into herald.push_subscriptions (user_id, endpoint, p256dh, auth)
+           select id, 'https://push.herald.test/' || id, repeat('k', 87), repeat('a', 22)
+             from herald.users;"
+    ))
+    .await
+    .unwrap();
+    let sector: Uuid = SUBSCRIBED.parse().unwrap();
+    notify(&pg, "sector", Some(sector)).await;
+    plan(&pg, "").await;
+    pg.batch_execute("analyze").await.unwrap();
+    let broadcast = notify(&pg, "sector", Some(sector)).await;
+    assert_eq!(
+        plan(&pg, "").await,
+        serde_json::json!({"decided": 1, "planned": 2000})
+    );
+    let user: Uuid = pg
+        .query_one(
+            "select id from herald.users where name = 'subscribed 1000'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    // A plan for these values, as the worker's connection makes its first
+    // five (and keeps making while it costs less than the generic one).
+    pg.batch_execute(&format!(
+        "set plan_cache_mode = force_custom_plan;
+         prepare lock_user as {}",
+        include_str!("../../../sql/push_sends_lock_user.sql")
+    ))
+    .await
+    .unwrap();
+    let explained: Value = pg
+        .query_one(
+            &format!("explain (analyze, format json) execute lock_user('{broadcast}', '{user}')"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let touched = rows_touched(&explained[0]["Plan"]);
+    assert!(
+        touched < 20.0,
+        "{touched} rows touched locking one user's sends of a 2,000-send broadcast:\n{explained:#}"
+    );
+}

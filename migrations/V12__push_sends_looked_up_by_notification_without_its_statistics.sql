@@ -1,0 +1,14 @@
+-- push_sends.notification_id without column statistics.
+--
+-- Its distribution is a few broadcasts with a send per subscriber each, and
+-- the next broadcast comes after the last analyze: the statistics then say
+-- that every send belongs to the notifications they saw, and that a new
+-- one has none. For a new broadcast's sends the planner took the primary
+-- key (notification_id, subscription_id) as the cheapest way to the one
+-- user's sends that an answer locks (sql/push_sends_lock_user.sql), since
+-- it also gives their order, and read every send of the broadcast for each
+-- answer: 10,000 rows per answer, and answers waiting on each other's
+-- locks, in a broadcast to 10,000 subscribers. Without statistics the
+-- planner assumes a notification holds a small share of the sends, and the
+-- index on (notification_id, user_id) finds a user's sends by both keys.
+alter table herald.push_sends alter column notification_id set statistics 0;
