@@ -131,8 +131,23 @@ enum Statistics {
     Current,
 }
 
-/// The sector of the subscribed users in the plan test below.
+/// The sector of the subscribed users in the plan tests below.
 const SUBSCRIBED: &str = "5ec70000-0000-4000-8000-000000000001";
+
+/// 2,000 users in the sector [`SUBSCRIBED`], named `subscribed 1` to
+/// `subscribed 2000`, with a subscription each; the sector's id.
+async fn subscribed_sector(pg: &tokio_postgres::Client) -> Uuid {
+    pg.batch_execute(&format!(
+        "insert into herald.users (id, name, sector_id)
+           select gen_random_uuid(), 'subscribed ' || i, '{SUBSCRIBED}' from generate_series(1, 2000) i;
+         insert into herald.push_subscriptions (user_id, endpoint, p256dh, auth)
+           select id, 'https://push.herald.test/' || id, repeat('k', 87), repeat('a', 22)
+             from herald.users;"
+    ))
+    .await
+    .unwrap();
+    SUBSCRIBED.parse().unwrap()
+}
 
 /// 150 personal notifications for users with no subscription, and one for
 /// a user with one, while 2,000 users in a sector have subscriptions, 1,000
@@ -153,15 +168,11 @@ async fn deciding_personal_notifications_costs_their_recipients_not_every_subscr
     ] {
         let db = TestDb::migrated().await;
         let pg = db.client().await;
-        pg.batch_execute(&format!(
-            "insert into herald.users (id, name, sector_id)
-               select gen_random_uuid(), 'subscribed ' || i, '{SUBSCRIBED}' from generate_series(1, 2000) i;
-             insert into herald.push_subscriptions (user_id, endpoint, p256dh, auth)
-               select id, 'https://push.herald.test/' || id, repeat('k', 87), repeat('a', 22)
-                 from herald.users;
-             insert into herald.users (id, name)
-               select gen_random_uuid(), 'unsubscribed ' || i from generate_series(1, 1000) i;"
-        ))
+        subscribed_sector(&pg).await;
+        pg.batch_execute(
+            "insert into herald.users (id, name)
+               select gen_random_uuid(), 'unsubscribed ' || i from generate_series(1, 1000) i;",
+        )
         .await
         .unwrap();
         if statistics == Statistics::BeforeTheNotifications {
@@ -216,16 +227,7 @@ async fn deciding_personal_notifications_costs_their_recipients_not_every_subscr
 async fn an_answer_locks_its_users_sends_by_key_after_an_analyze() {
     let db = TestDb::migrated().await;
     let pg = db.client().await;
-    pg.batch_execute(&format!(
-        "insert into herald.users (id, name, sector_id)
-           select gen_random_uuid(), 'subscribed ' || i, '{SUBSCRIBED}' from generate_series(1, 2000) i;
-         insert into herald.push_subscriptions (user_id, endpoint, p256dh, auth)
-           select id, 'https://push.herald.test/' || id, repeat('k', 87), repeat('a', 22)
-             from herald.users;"
-    ))
-    .await
-    .unwrap();
-    let sector: Uuid = SUBSCRIBED.parse().unwrap();
+    let sector = subscribed_sector(&pg).await;
     notify(&pg, "sector", Some(sector)).await;
     plan(&pg, "").await;
     pg.batch_execute("analyze").await.unwrap();
