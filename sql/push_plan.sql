@@ -39,7 +39,7 @@ planned as (
     -- do. (A case on the audience over every user, joined to every
     -- subscription, compared each notification with every subscription:
     -- 200 personal notifications against 10,000 subscriptions were
-    -- 2,000,000 rows, a third of a second a tick.)
+    -- 2,000,000 rows, 167 to 287 ms a tick.)
     cross join lateral (
       select u.id, u.is_active from herald.users u
        where n.audience = 'user' and u.id = n.user_id
